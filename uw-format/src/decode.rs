@@ -1,0 +1,477 @@
+//! CPU decoders for the two BF16 encodings (spec: "bf16-huffman", "bf16-palette4").
+//!
+//! Views are parsed from a tensor's data section with O(1) checks (header
+//! fields, part sizes); the per-chunk structures are checked as they are
+//! decoded, so a hostile stream yields [`Error::CorruptStream`], never a panic.
+
+use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::little_endian::U32;
+
+use crate::bf16;
+use crate::bits::peek;
+use crate::error::{Error, Result};
+use crate::huffman::{self, Entry, entry_escape, entry_exponent, entry_len};
+use crate::layout::{
+    HuffmanHeader, HuffmanParts, Palette4Header, Palette4Parts, limits, selector_bits_for,
+};
+
+fn bad(field: &'static str, offset: u64, value: u64, reason: &'static str) -> Error {
+    Error::BadField { field, offset, value, reason }
+}
+
+fn check_palette(palette: &[u8], offset: u64) -> Result<()> {
+    let mut seen = [false; 256];
+    for &p in palette {
+        if std::mem::replace(&mut seen[usize::from(p)], true) {
+            return Err(bad("palette", offset, u64::from(p), "exponent repeated in palette"));
+        }
+    }
+    Ok(())
+}
+
+fn check_zero(bytes: &[u8], what: &'static str, offset: u64) -> Result<()> {
+    match bytes.iter().position(|&b| b != 0) {
+        Some(i) => Err(Error::NonZeroReserved { what, offset: offset + i as u64 }),
+        None => Ok(()),
+    }
+}
+
+/// A validated bf16-huffman data section.
+#[derive(Debug, Clone, Copy)]
+pub struct HuffmanView<'a> {
+    tensor: usize,
+    offset: u64,
+    header: HuffmanHeader,
+    parts: HuffmanParts,
+    sign_mantissa: &'a [u8],
+    chunk_index: &'a [U32],
+    selectors: &'a [u8],
+    exp_stream: &'a [u8],
+}
+
+impl<'a> HuffmanView<'a> {
+    /// Parses `section` (the data section of tensor `tensor`, at absolute file
+    /// offset `offset`) and checks its header against `element_count`.
+    pub fn parse(tensor: usize, section: &'a [u8], offset: u64, element_count: u64) -> Result<Self> {
+        let (header, _) = HuffmanHeader::read_from_prefix(section).map_err(|_| Error::Truncated {
+            what: "Huffman header",
+            needed: size_of::<HuffmanHeader>() as u64,
+            len: section.len() as u64,
+        })?;
+        let h = &header;
+        let n = h.element_count.get();
+        if n != element_count || n == 0 {
+            return Err(bad("element_count", offset, n, "does not match the tensor shape"));
+        }
+        if n > limits::MAX_ENCODED_ELEMENTS {
+            return Err(Error::LimitExceeded {
+                what: "elements in an encoded tensor",
+                value: n,
+                limit: limits::MAX_ENCODED_ELEMENTS,
+            });
+        }
+        let p = h.palette_len;
+        if p == 0 || p > limits::MAX_PALETTE {
+            return Err(bad("palette_len", offset + 8, p.into(), "must be 1..=16"));
+        }
+        if h.has_escape > 1 {
+            return Err(bad("has_escape", offset + 9, h.has_escape.into(), "must be 0 or 1"));
+        }
+        let t = h.table_count;
+        if t == 0 || t > limits::MAX_TABLES {
+            return Err(bad("table_count", offset + 10, t.into(), "must be 1..=4"));
+        }
+        if h.selector_bits != selector_bits_for(t) {
+            return Err(bad("selector_bits", offset + 11, h.selector_bits.into(), "wrong for table_count"));
+        }
+        if !limits::BLOCK_LOG2.contains(&h.block_log2) {
+            return Err(bad("block_log2", offset + 12, h.block_log2.into(), "must be 6..=16"));
+        }
+        if h.chunk_log2 < h.block_log2 || h.chunk_log2 > limits::MAX_CHUNK_LOG2 {
+            return Err(bad("chunk_log2", offset + 13, h.chunk_log2.into(), "must be block_log2..=24"));
+        }
+        if h.max_code_len == 0 || h.max_code_len > limits::MAX_CODE_LEN {
+            return Err(bad("max_code_len", offset + 14, h.max_code_len.into(), "must be 1..=12"));
+        }
+        check_zero(&[h.reserved0], "Huffman header reserved byte", offset + 15)?;
+        check_palette(&h.palette[..usize::from(p)], offset + 16)?;
+        check_zero(&h.palette[usize::from(p)..], "unused palette entry", offset + 16 + u64::from(p))?;
+        let symbols = usize::from(p) + usize::from(h.has_escape);
+        for (ti, lengths) in h.code_lengths.iter().enumerate() {
+            let table_offset = offset + 32 + 17 * ti as u64;
+            if ti >= usize::from(t) {
+                check_zero(lengths, "unused code table", table_offset)?;
+                continue;
+            }
+            check_zero(&lengths[symbols..], "code length of an absent symbol", table_offset)?;
+            huffman::validate_lengths(&lengths[..symbols], h.max_code_len)
+                .map_err(|reason| Error::BadHuffmanTable { tensor, table: ti, reason })?;
+        }
+        check_zero(&h.reserved1, "Huffman header reserved bytes", offset + 100)?;
+        check_zero(h.reserved2.as_bytes(), "Huffman header reserved bytes", offset + 108)?;
+        check_zero(h.reserved3.as_bytes(), "Huffman header reserved bytes", offset + 120)?;
+        let chunk_count = n.div_ceil(1 << h.chunk_log2);
+        if u64::from(h.chunk_count.get()) != chunk_count {
+            return Err(bad("chunk_count", offset + 104, h.chunk_count.get().into(), "must be ceil(n / chunk)"));
+        }
+        let parts = HuffmanParts::compute(n, chunk_count, h.block_log2, h.selector_bits, h.exp_stream_len.get())
+            .ok_or(Error::LimitExceeded { what: "Huffman section size", value: u64::MAX, limit: u64::MAX })?;
+        if parts.end != section.len() as u64 {
+            return Err(Error::BadTensor {
+                tensor,
+                offset,
+                reason: format!("data_len is {} but the Huffman parts end at {}", section.len(), parts.end),
+            });
+        }
+        if h.exp_stream_len.get() > u64::from(u32::MAX) {
+            return Err(Error::LimitExceeded {
+                what: "exponent stream length",
+                value: h.exp_stream_len.get(),
+                limit: u32::MAX.into(),
+            });
+        }
+        // All ranges below lie inside `section` since parts.end == section.len().
+        let r = |a: u64, b: u64| &section[a as usize..b as usize];
+        let sign_mantissa = r(parts.sign_mantissa, parts.sign_mantissa + n);
+        let chunk_index = <[U32]>::ref_from_bytes(r(parts.chunk_index, parts.selectors))
+            .expect("u32 LE slices have alignment 1 and the length is a multiple of 4");
+        let selectors = r(parts.selectors, parts.selectors + parts.selectors_len);
+        let exp_stream = r(parts.exp_stream, parts.end);
+        Ok(Self { tensor, offset, header, parts, sign_mantissa, chunk_index, selectors, exp_stream })
+    }
+
+    /// The section header.
+    pub fn header(&self) -> &HuffmanHeader {
+        &self.header
+    }
+    /// Part offsets inside the section.
+    pub fn parts(&self) -> &HuffmanParts {
+        &self.parts
+    }
+    /// Number of values.
+    pub fn element_count(&self) -> u64 {
+        self.header.element_count.get()
+    }
+    /// Number of chunks (units of independent decoding).
+    pub fn chunk_count(&self) -> usize {
+        self.chunk_index.len()
+    }
+    /// Values per chunk (the last chunk may hold fewer).
+    pub fn chunk_len(&self) -> usize {
+        1 << self.header.chunk_log2
+    }
+    /// The element range `[start, end)` of chunk `c`.
+    pub fn chunk_range(&self, c: usize) -> core::ops::Range<usize> {
+        let start = c << self.header.chunk_log2;
+        start..(start + self.chunk_len()).min(self.element_count() as usize)
+    }
+    /// The palette exponents.
+    pub fn palette(&self) -> &[u8] {
+        &self.header.palette[..usize::from(self.header.palette_len)]
+    }
+    /// The sign+mantissa plane.
+    pub fn sign_mantissa(&self) -> &'a [u8] {
+        self.sign_mantissa
+    }
+    /// The packed block selectors.
+    pub fn selectors(&self) -> &'a [u8] {
+        self.selectors
+    }
+    /// The exponent bit stream.
+    pub fn exp_stream(&self) -> &'a [u8] {
+        self.exp_stream
+    }
+    /// The chunk index: byte offset of each chunk in the exponent stream.
+    pub fn chunk_offsets(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        self.chunk_index.iter().map(|v| v.get())
+    }
+
+    /// Builds the decode tables. Do this once per tensor, then decode chunks.
+    pub fn decoder(&self) -> HuffmanDecoder<'a> {
+        let h = &self.header;
+        let size = 1usize << h.max_code_len;
+        let symbols = usize::from(h.palette_len) + usize::from(h.has_escape);
+        let escape = (h.has_escape == 1).then_some(usize::from(h.palette_len));
+        let mut tables = vec![0; size * usize::from(h.table_count)];
+        for (t, table) in tables.chunks_exact_mut(size).enumerate() {
+            huffman::build_decode_table(&h.code_lengths[t][..symbols], self.palette(), escape, h.max_code_len, table);
+        }
+        HuffmanDecoder { view: *self, tables }
+    }
+}
+
+/// Decode tables for one bf16-huffman tensor.
+#[derive(Debug, Clone)]
+pub struct HuffmanDecoder<'a> {
+    view: HuffmanView<'a>,
+    tables: Vec<Entry>,
+}
+
+impl<'a> HuffmanDecoder<'a> {
+    /// The view this decoder reads.
+    pub fn view(&self) -> &HuffmanView<'a> {
+        &self.view
+    }
+
+    fn corrupt(&self, reason: &'static str, at: u64) -> Error {
+        Error::CorruptStream {
+            tensor: self.view.tensor,
+            offset: self.view.offset + self.view.parts.exp_stream + at,
+            reason,
+        }
+    }
+
+    /// The exponent bytes of chunk `c`, checked against the chunk index.
+    fn chunk_stream(&self, c: usize) -> Result<(&'a [u8], u64)> {
+        let v = &self.view;
+        let start = u64::from(v.chunk_index[c].get());
+        let end = match v.chunk_index.get(c + 1) {
+            Some(next) => u64::from(next.get()),
+            None => v.exp_stream.len() as u64,
+        };
+        if c == 0 && start != 0 {
+            return Err(self.corrupt("chunk index does not start at 0", 0));
+        }
+        if start > end || end > v.exp_stream.len() as u64 {
+            return Err(self.corrupt("chunk index entry out of order or past the stream", start));
+        }
+        Ok((&v.exp_stream[start as usize..end as usize], start))
+    }
+
+    /// Decodes the exponents of chunk `c`, calling `emit(i, exponent)` for each
+    /// element index `i` of the chunk in order.
+    #[inline(always)]
+    fn decode_chunk_with(&self, c: usize, mut emit: impl FnMut(usize, u8)) -> Result<()> {
+        let v = &self.view;
+        let h = &v.header;
+        let (data, data_start) = self.chunk_stream(c)?;
+        let range = v.chunk_range(c);
+        let mask = (1u64 << h.max_code_len) - 1;
+        let size = 1usize << h.max_code_len;
+        let sel_bits = u32::from(h.selector_bits);
+        let mut bitpos = 0u64;
+        let mut block_start = range.start;
+        while block_start < range.end {
+            let block = block_start >> h.block_log2;
+            let block_end = ((block + 1) << h.block_log2).min(range.end);
+            let table_id = if sel_bits == 0 {
+                0
+            } else {
+                let bit = block * sel_bits as usize;
+                (v.selectors[bit / 8] >> (bit % 8)) as usize & ((1 << sel_bits) - 1)
+            };
+            if table_id >= usize::from(h.table_count) {
+                return Err(Error::CorruptStream {
+                    tensor: v.tensor,
+                    offset: v.offset + v.parts.selectors + (block * sel_bits as usize / 8) as u64,
+                    reason: "block selector names a table that does not exist",
+                });
+            }
+            let table = &self.tables[table_id * size..][..size];
+            for i in block_start..block_end {
+                let bits = peek(data, bitpos);
+                let e = table[(bits & mask) as usize];
+                let len = entry_len(e);
+                if len == 0 {
+                    return Err(self.corrupt("bits match no code", data_start + bitpos / 8));
+                }
+                let esc = entry_escape(e);
+                // Escape: the 8 bits after the code are the exponent itself.
+                let exponent = if esc != 0 { (bits >> len) as u8 } else { entry_exponent(e) };
+                bitpos += u64::from(len + 8 * esc);
+                emit(i, exponent);
+            }
+            block_start = block_end;
+        }
+        let total_bits = data.len() as u64 * 8;
+        if bitpos > total_bits {
+            return Err(self.corrupt("chunk ends in the middle of a code", data_start + data.len() as u64));
+        }
+        if bitpos.div_ceil(8) != data.len() as u64 {
+            return Err(self.corrupt("chunk has bytes after its last code", data_start + bitpos.div_ceil(8)));
+        }
+        if bitpos % 8 != 0 && data[data.len() - 1] >> (bitpos % 8) != 0 {
+            return Err(self.corrupt("non-zero padding bits after the last code", data_start + data.len() as u64 - 1));
+        }
+        Ok(())
+    }
+
+    /// Decodes chunk `c` into `out`: BF16 little-endian bytes of the chunk's
+    /// elements (2 bytes each, `out.len() == 2 * chunk_range(c).len()`).
+    pub fn decode_chunk(&self, c: usize, out: &mut [u8]) -> Result<()> {
+        let range = self.view.chunk_range(c);
+        check_out(out, 2 * range.len() as u64)?;
+        let sm = &self.view.sign_mantissa[range.clone()];
+        let base = range.start;
+        self.decode_chunk_with(c, |i, e| {
+            let w = bf16::join(e, sm[i - base]);
+            out[2 * (i - base)..2 * (i - base) + 2].copy_from_slice(&w.to_le_bytes());
+        })
+    }
+
+    /// Decodes the exponents only of chunk `c` into `out` (one byte per element).
+    pub fn decode_chunk_exponents(&self, c: usize, out: &mut [u8]) -> Result<()> {
+        let range = self.view.chunk_range(c);
+        check_out(out, range.len() as u64)?;
+        let base = range.start;
+        self.decode_chunk_with(c, |i, e| out[i - base] = e)
+    }
+
+    /// Decodes every chunk into `out` (2 bytes per element), one after another.
+    pub fn decode_all(&self, out: &mut [u8]) -> Result<()> {
+        check_out(out, 2 * self.view.element_count())?;
+        let chunk_bytes = 2 * self.view.chunk_len();
+        for (c, piece) in out.chunks_mut(chunk_bytes).enumerate() {
+            self.decode_chunk(c, piece)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_out(out: &[u8], expected: u64) -> Result<()> {
+    if out.len() as u64 != expected {
+        return Err(Error::OutputSize { expected, actual: out.len() as u64 });
+    }
+    Ok(())
+}
+
+/// A validated bf16-palette4 data section.
+#[derive(Debug, Clone, Copy)]
+pub struct Palette4View<'a> {
+    tensor: usize,
+    offset: u64,
+    header: Palette4Header,
+    parts: Palette4Parts,
+    sign_mantissa: &'a [u8],
+    nibbles: &'a [u8],
+    positions: &'a [U32],
+    exponents: &'a [u8],
+}
+
+impl<'a> Palette4View<'a> {
+    /// Parses `section` (tensor `tensor`, at file offset `offset`).
+    pub fn parse(tensor: usize, section: &'a [u8], offset: u64, element_count: u64) -> Result<Self> {
+        let (header, _) = Palette4Header::read_from_prefix(section).map_err(|_| Error::Truncated {
+            what: "palette-4 header",
+            needed: size_of::<Palette4Header>() as u64,
+            len: section.len() as u64,
+        })?;
+        let h = &header;
+        let n = h.element_count.get();
+        if n != element_count || n == 0 {
+            return Err(bad("element_count", offset, n, "does not match the tensor shape"));
+        }
+        if n > limits::MAX_ENCODED_ELEMENTS {
+            return Err(Error::LimitExceeded {
+                what: "elements in an encoded tensor",
+                value: n,
+                limit: limits::MAX_ENCODED_ELEMENTS,
+            });
+        }
+        let p = h.palette_len;
+        if p == 0 || p > limits::MAX_PALETTE {
+            return Err(bad("palette_len", offset + 8, p.into(), "must be 1..=16"));
+        }
+        check_zero(&h.reserved0, "palette-4 header reserved bytes", offset + 9)?;
+        check_palette(&h.palette[..usize::from(p)], offset + 16)?;
+        check_zero(&h.palette[usize::from(p)..], "unused palette entry", offset + 16 + u64::from(p))?;
+        check_zero(&h.reserved1, "palette-4 header reserved bytes", offset + 40)?;
+        let e = h.exception_count.get();
+        if e > n {
+            return Err(bad("exception_count", offset + 32, e, "more exceptions than elements"));
+        }
+        let parts = Palette4Parts::compute(n, e)
+            .ok_or(Error::LimitExceeded { what: "palette-4 section size", value: u64::MAX, limit: u64::MAX })?;
+        if parts.end != section.len() as u64 {
+            return Err(Error::BadTensor {
+                tensor,
+                offset,
+                reason: format!("data_len is {} but the palette-4 parts end at {}", section.len(), parts.end),
+            });
+        }
+        let r = |a: u64, b: u64| &section[a as usize..b as usize];
+        Ok(Self {
+            tensor,
+            offset,
+            header,
+            parts,
+            sign_mantissa: r(parts.sign_mantissa, parts.sign_mantissa + n),
+            nibbles: r(parts.nibbles, parts.nibbles + n.div_ceil(2)),
+            positions: <[U32]>::ref_from_bytes(r(parts.exception_positions, parts.exception_exponents))
+                .expect("u32 LE slices have alignment 1 and the length is a multiple of 4"),
+            exponents: r(parts.exception_exponents, parts.end),
+        })
+    }
+
+    /// The section header.
+    pub fn header(&self) -> &Palette4Header {
+        &self.header
+    }
+    /// Part offsets inside the section.
+    pub fn parts(&self) -> &Palette4Parts {
+        &self.parts
+    }
+    /// The palette exponents.
+    pub fn palette(&self) -> &[u8] {
+        &self.header.palette[..usize::from(self.header.palette_len)]
+    }
+    /// The sign+mantissa plane.
+    pub fn sign_mantissa(&self) -> &'a [u8] {
+        self.sign_mantissa
+    }
+    /// The nibble plane.
+    pub fn nibbles(&self) -> &'a [u8] {
+        self.nibbles
+    }
+    /// Exception positions (element indices, strictly increasing).
+    pub fn exception_positions(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        self.positions.iter().map(|p| p.get())
+    }
+    /// Exception exponents, one per position.
+    pub fn exception_exponents(&self) -> &'a [u8] {
+        self.exponents
+    }
+
+    /// Decodes into `out` (BF16 little-endian, 2 bytes per element).
+    pub fn decode_into(&self, out: &mut [u8]) -> Result<()> {
+        let n = self.header.element_count.get() as usize;
+        check_out(out, 2 * n as u64)?;
+        let mut lut = [None; 16];
+        for (i, &e) in self.palette().iter().enumerate() {
+            lut[i] = Some(e);
+        }
+        for (i, (pair, w)) in self.nibbles.iter().zip(out.chunks_mut(4)).enumerate() {
+            for (half, dst) in w.chunks_exact_mut(2).enumerate() {
+                let nib = (pair >> (4 * half)) & 0xF;
+                let e = lut[usize::from(nib)].ok_or(Error::CorruptStream {
+                    tensor: self.tensor,
+                    offset: self.offset + self.parts.nibbles + i as u64,
+                    reason: "palette index past the palette",
+                })?;
+                let idx = 2 * i + half;
+                dst.copy_from_slice(&bf16::join(e, self.sign_mantissa[idx]).to_le_bytes());
+            }
+        }
+        if n % 2 == 1 && self.nibbles[n / 2] >> 4 != 0 {
+            return Err(Error::NonZeroReserved {
+                what: "unused high nibble",
+                offset: self.offset + self.parts.nibbles + (n / 2) as u64,
+            });
+        }
+        let mut next = 0u64;
+        for (k, (pos, &e)) in self.exception_positions().zip(self.exponents).enumerate() {
+            let pos = u64::from(pos);
+            if pos < next || pos >= n as u64 {
+                return Err(Error::CorruptStream {
+                    tensor: self.tensor,
+                    offset: self.offset + self.parts.exception_positions + 4 * k as u64,
+                    reason: "exception positions not strictly increasing or past the end",
+                });
+            }
+            next = pos + 1;
+            let p = pos as usize;
+            out[2 * p..2 * p + 2].copy_from_slice(&bf16::join(e, self.sign_mantissa[p]).to_le_bytes());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bits;
+pub mod bf16;
+pub mod decode;
+mod dtype;
+mod error;
+mod file;
+pub mod huffman;
+pub mod layout;
+
+pub use decode::{HuffmanDecoder, HuffmanView, Palette4View};
+pub use dtype::Dtype;
+pub use error::{Checksummed, Error, Result};
+pub use file::{Encoded, Encoding, Tensor, UwFile};
