@@ -4,8 +4,8 @@
 //! fields, part sizes); the per-chunk structures are checked as they are
 //! decoded, so a hostile stream yields [`Error::CorruptStream`], never a panic.
 
-use zerocopy::{FromBytes, IntoBytes};
 use zerocopy::little_endian::U32;
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::bf16;
 use crate::bits::peek;
@@ -16,14 +16,24 @@ use crate::layout::{
 };
 
 fn bad(field: &'static str, offset: u64, value: u64, reason: &'static str) -> Error {
-    Error::BadField { field, offset, value, reason }
+    Error::BadField {
+        field,
+        offset,
+        value,
+        reason,
+    }
 }
 
 fn check_palette(palette: &[u8], offset: u64) -> Result<()> {
     let mut seen = [false; 256];
     for &p in palette {
         if std::mem::replace(&mut seen[usize::from(p)], true) {
-            return Err(bad("palette", offset, u64::from(p), "exponent repeated in palette"));
+            return Err(bad(
+                "palette",
+                offset,
+                u64::from(p),
+                "exponent repeated in palette",
+            ));
         }
     }
     Ok(())
@@ -31,7 +41,10 @@ fn check_palette(palette: &[u8], offset: u64) -> Result<()> {
 
 fn check_zero(bytes: &[u8], what: &'static str, offset: u64) -> Result<()> {
     match bytes.iter().position(|&b| b != 0) {
-        Some(i) => Err(Error::NonZeroReserved { what, offset: offset + i as u64 }),
+        Some(i) => Err(Error::NonZeroReserved {
+            what,
+            offset: offset + i as u64,
+        }),
         None => Ok(()),
     }
 }
@@ -52,16 +65,27 @@ pub struct HuffmanView<'a> {
 impl<'a> HuffmanView<'a> {
     /// Parses `section` (the data section of tensor `tensor`, at absolute file
     /// offset `offset`) and checks its header against `element_count`.
-    pub fn parse(tensor: usize, section: &'a [u8], offset: u64, element_count: u64) -> Result<Self> {
-        let (header, _) = HuffmanHeader::read_from_prefix(section).map_err(|_| Error::Truncated {
-            what: "Huffman header",
-            needed: size_of::<HuffmanHeader>() as u64,
-            len: section.len() as u64,
-        })?;
+    pub fn parse(
+        tensor: usize,
+        section: &'a [u8],
+        offset: u64,
+        element_count: u64,
+    ) -> Result<Self> {
+        let (header, _) =
+            HuffmanHeader::read_from_prefix(section).map_err(|_| Error::Truncated {
+                what: "Huffman header",
+                needed: size_of::<HuffmanHeader>() as u64,
+                len: section.len() as u64,
+            })?;
         let h = &header;
         let n = h.element_count.get();
         if n != element_count || n == 0 {
-            return Err(bad("element_count", offset, n, "does not match the tensor shape"));
+            return Err(bad(
+                "element_count",
+                offset,
+                n,
+                "does not match the tensor shape",
+            ));
         }
         if n > limits::MAX_ENCODED_ELEMENTS {
             return Err(Error::LimitExceeded {
@@ -75,27 +99,56 @@ impl<'a> HuffmanView<'a> {
             return Err(bad("palette_len", offset + 8, p.into(), "must be 1..=16"));
         }
         if h.has_escape > 1 {
-            return Err(bad("has_escape", offset + 9, h.has_escape.into(), "must be 0 or 1"));
+            return Err(bad(
+                "has_escape",
+                offset + 9,
+                h.has_escape.into(),
+                "must be 0 or 1",
+            ));
         }
         let t = h.table_count;
         if t == 0 || t > limits::MAX_TABLES {
             return Err(bad("table_count", offset + 10, t.into(), "must be 1..=4"));
         }
         if h.selector_bits != selector_bits_for(t) {
-            return Err(bad("selector_bits", offset + 11, h.selector_bits.into(), "wrong for table_count"));
+            return Err(bad(
+                "selector_bits",
+                offset + 11,
+                h.selector_bits.into(),
+                "wrong for table_count",
+            ));
         }
         if !limits::BLOCK_LOG2.contains(&h.block_log2) {
-            return Err(bad("block_log2", offset + 12, h.block_log2.into(), "must be 6..=16"));
+            return Err(bad(
+                "block_log2",
+                offset + 12,
+                h.block_log2.into(),
+                "must be 6..=16",
+            ));
         }
         if h.chunk_log2 < h.block_log2 || h.chunk_log2 > limits::MAX_CHUNK_LOG2 {
-            return Err(bad("chunk_log2", offset + 13, h.chunk_log2.into(), "must be block_log2..=24"));
+            return Err(bad(
+                "chunk_log2",
+                offset + 13,
+                h.chunk_log2.into(),
+                "must be block_log2..=24",
+            ));
         }
         if h.max_code_len == 0 || h.max_code_len > limits::MAX_CODE_LEN {
-            return Err(bad("max_code_len", offset + 14, h.max_code_len.into(), "must be 1..=12"));
+            return Err(bad(
+                "max_code_len",
+                offset + 14,
+                h.max_code_len.into(),
+                "must be 1..=12",
+            ));
         }
         check_zero(&[h.reserved0], "Huffman header reserved byte", offset + 15)?;
         check_palette(&h.palette[..usize::from(p)], offset + 16)?;
-        check_zero(&h.palette[usize::from(p)..], "unused palette entry", offset + 16 + u64::from(p))?;
+        check_zero(
+            &h.palette[usize::from(p)..],
+            "unused palette entry",
+            offset + 16 + u64::from(p),
+        )?;
         let symbols = usize::from(p) + usize::from(h.has_escape);
         for (ti, lengths) in h.code_lengths.iter().enumerate() {
             let table_offset = offset + 32 + 17 * ti as u64;
@@ -103,24 +156,60 @@ impl<'a> HuffmanView<'a> {
                 check_zero(lengths, "unused code table", table_offset)?;
                 continue;
             }
-            check_zero(&lengths[symbols..], "code length of an absent symbol", table_offset)?;
-            huffman::validate_lengths(&lengths[..symbols], h.max_code_len)
-                .map_err(|reason| Error::BadHuffmanTable { tensor, table: ti, reason })?;
+            check_zero(
+                &lengths[symbols..],
+                "code length of an absent symbol",
+                table_offset,
+            )?;
+            huffman::validate_lengths(&lengths[..symbols], h.max_code_len).map_err(|reason| {
+                Error::BadHuffmanTable {
+                    tensor,
+                    table: ti,
+                    reason,
+                }
+            })?;
         }
         check_zero(&h.reserved1, "Huffman header reserved bytes", offset + 100)?;
-        check_zero(h.reserved2.as_bytes(), "Huffman header reserved bytes", offset + 108)?;
-        check_zero(h.reserved3.as_bytes(), "Huffman header reserved bytes", offset + 120)?;
+        check_zero(
+            h.reserved2.as_bytes(),
+            "Huffman header reserved bytes",
+            offset + 108,
+        )?;
+        check_zero(
+            h.reserved3.as_bytes(),
+            "Huffman header reserved bytes",
+            offset + 120,
+        )?;
         let chunk_count = n.div_ceil(1 << h.chunk_log2);
         if u64::from(h.chunk_count.get()) != chunk_count {
-            return Err(bad("chunk_count", offset + 104, h.chunk_count.get().into(), "must be ceil(n / chunk)"));
+            return Err(bad(
+                "chunk_count",
+                offset + 104,
+                h.chunk_count.get().into(),
+                "must be ceil(n / chunk)",
+            ));
         }
-        let parts = HuffmanParts::compute(n, chunk_count, h.block_log2, h.selector_bits, h.exp_stream_len.get())
-            .ok_or(Error::LimitExceeded { what: "Huffman section size", value: u64::MAX, limit: u64::MAX })?;
+        let parts = HuffmanParts::compute(
+            n,
+            chunk_count,
+            h.block_log2,
+            h.selector_bits,
+            h.exp_stream_len.get(),
+        )
+        .ok_or(Error::LimitExceeded {
+            what: "Huffman section size",
+            value: u64::MAX,
+            limit: u64::MAX,
+        })?;
         if parts.end != section.len() as u64 {
             return Err(Error::BadTensor {
                 tensor,
                 offset,
-                reason: format!("data_len is {} but the Huffman parts end at {}", section.len(), parts.end),
+                reason: format!(
+                    "data_len is {} but the Huffman parts end at {}",
+                    section.len(),
+                    parts.end
+                ),
             });
         }
         if h.exp_stream_len.get() > u64::from(u32::MAX) {
@@ -137,7 +226,16 @@ impl<'a> HuffmanView<'a> {
             .expect("u32 LE slices have alignment 1 and the length is a multiple of 4");
         let selectors = r(parts.selectors, parts.selectors + parts.selectors_len);
         let exp_stream = r(parts.exp_stream, parts.end);
-        Ok(Self { tensor, offset, header, parts, sign_mantissa, chunk_index, selectors, exp_stream })
+        Ok(Self {
+            tensor,
+            offset,
+            header,
+            parts,
+            sign_mantissa,
+            chunk_index,
+            selectors,
+            exp_stream,
+        })
     }
 
     /// The section header.
@@ -194,9 +292,18 @@ impl<'a> HuffmanView<'a> {
         let escape = (h.has_escape == 1).then_some(usize::from(h.palette_len));
         let mut tables = vec![0; size * usize::from(h.table_count)];
         for (t, table) in tables.chunks_exact_mut(size).enumerate() {
-            huffman::build_decode_table(&h.code_lengths[t][..symbols], self.palette(), escape, h.max_code_len, table);
+            huffman::build_decode_table(
+                &h.code_lengths[t][..symbols],
+                self.palette(),
+                escape,
+                h.max_code_len,
+                table,
+            );
         }
-        HuffmanDecoder { view: *self, tables }
+        HuffmanDecoder {
+            view: *self,
+            tables,
+        }
     }
 }
 
@@ -277,7 +384,11 @@ impl<'a> HuffmanDecoder<'a> {
                 }
                 let esc = entry_escape(e);
                 // Escape: the 8 bits after the code are the exponent itself.
-                let exponent = if esc != 0 { (bits >> len) as u8 } else { entry_exponent(e) };
+                let exponent = if esc != 0 {
+                    (bits >> len) as u8
+                } else {
+                    entry_exponent(e)
+                };
                 bitpos += u64::from(len + 8 * esc);
                 emit(i, exponent);
             }
@@ -285,13 +396,22 @@ impl<'a> HuffmanDecoder<'a> {
         }
         let total_bits = data.len() as u64 * 8;
         if bitpos > total_bits {
-            return Err(self.corrupt("chunk ends in the middle of a code", data_start + data.len() as u64));
+            return Err(self.corrupt(
+                "chunk ends in the middle of a code",
+                data_start + data.len() as u64,
+            ));
         }
         if bitpos.div_ceil(8) != data.len() as u64 {
-            return Err(self.corrupt("chunk has bytes after its last code", data_start + bitpos.div_ceil(8)));
+            return Err(self.corrupt(
+                "chunk has bytes after its last code",
+                data_start + bitpos.div_ceil(8),
+            ));
         }
         if bitpos % 8 != 0 && data[data.len() - 1] >> (bitpos % 8) != 0 {
-            return Err(self.corrupt("non-zero padding bits after the last code", data_start + data.len() as u64 - 1));
+            return Err(self.corrupt(
+                "non-zero padding bits after the last code",
+                data_start + data.len() as u64 - 1,
+            ));
         }
         Ok(())
     }
@@ -330,7 +450,10 @@ impl<'a> HuffmanDecoder<'a> {
 
 fn check_out(out: &[u8], expected: u64) -> Result<()> {
     if out.len() as u64 != expected {
-        return Err(Error::OutputSize { expected, actual: out.len() as u64 });
+        return Err(Error::OutputSize {
+            expected,
+            actual: out.len() as u64,
+        });
     }
     Ok(())
 }
@@ -350,16 +473,27 @@ pub struct Palette4View<'a> {
 
 impl<'a> Palette4View<'a> {
     /// Parses `section` (tensor `tensor`, at file offset `offset`).
-    pub fn parse(tensor: usize, section: &'a [u8], offset: u64, element_count: u64) -> Result<Self> {
-        let (header, _) = Palette4Header::read_from_prefix(section).map_err(|_| Error::Truncated {
-            what: "palette-4 header",
-            needed: size_of::<Palette4Header>() as u64,
-            len: section.len() as u64,
-        })?;
+    pub fn parse(
+        tensor: usize,
+        section: &'a [u8],
+        offset: u64,
+        element_count: u64,
+    ) -> Result<Self> {
+        let (header, _) =
+            Palette4Header::read_from_prefix(section).map_err(|_| Error::Truncated {
+                what: "palette-4 header",
+                needed: size_of::<Palette4Header>() as u64,
+                len: section.len() as u64,
+            })?;
         let h = &header;
         let n = h.element_count.get();
         if n != element_count || n == 0 {
-            return Err(bad("element_count", offset, n, "does not match the tensor shape"));
+            return Err(bad(
+                "element_count",
+                offset,
+                n,
+                "does not match the tensor shape",
+            ));
         }
         if n > limits::MAX_ENCODED_ELEMENTS {
             return Err(Error::LimitExceeded {
@@ -374,19 +508,35 @@ impl<'a> Palette4View<'a> {
         }
         check_zero(&h.reserved0, "palette-4 header reserved bytes", offset + 9)?;
         check_palette(&h.palette[..usize::from(p)], offset + 16)?;
-        check_zero(&h.palette[usize::from(p)..], "unused palette entry", offset + 16 + u64::from(p))?;
+        check_zero(
+            &h.palette[usize::from(p)..],
+            "unused palette entry",
+            offset + 16 + u64::from(p),
+        )?;
         check_zero(&h.reserved1, "palette-4 header reserved bytes", offset + 40)?;
         let e = h.exception_count.get();
         if e > n {
-            return Err(bad("exception_count", offset + 32, e, "more exceptions than elements"));
+            return Err(bad(
+                "exception_count",
+                offset + 32,
+                e,
+                "more exceptions than elements",
+            ));
         }
-        let parts = Palette4Parts::compute(n, e)
-            .ok_or(Error::LimitExceeded { what: "palette-4 section size", value: u64::MAX, limit: u64::MAX })?;
+        let parts = Palette4Parts::compute(n, e).ok_or(Error::LimitExceeded {
+            what: "palette-4 section size",
+            value: u64::MAX,
+            limit: u64::MAX,
+        })?;
         if parts.end != section.len() as u64 {
             return Err(Error::BadTensor {
                 tensor,
                 offset,
-                reason: format!("data_len is {} but the palette-4 parts end at {}", section.len(), parts.end),
+                reason: format!(
+                    "data_len is {} but the palette-4 parts end at {}",
+                    section.len(),
+                    parts.end
+                ),
             });
         }
         let r = |a: u64, b: u64| &section[a as usize..b as usize];
@@ -397,8 +547,11 @@ impl<'a> Palette4View<'a> {
             parts,
             sign_mantissa: r(parts.sign_mantissa, parts.sign_mantissa + n),
             nibbles: r(parts.nibbles, parts.nibbles + n.div_ceil(2)),
-            positions: <[U32]>::ref_from_bytes(r(parts.exception_positions, parts.exception_exponents))
-                .expect("u32 LE slices have alignment 1 and the length is a multiple of 4"),
+            positions: <[U32]>::ref_from_bytes(r(
+                parts.exception_positions,
+                parts.exception_exponents,
+            ))
+            .expect("u32 LE slices have alignment 1 and the length is a multiple of 4"),
             exponents: r(parts.exception_exponents, parts.end),
         })
     }
@@ -470,7 +623,8 @@ impl<'a> Palette4View<'a> {
             }
             next = pos + 1;
             let p = pos as usize;
-            out[2 * p..2 * p + 2].copy_from_slice(&bf16::join(e, self.sign_mantissa[p]).to_le_bytes());
+            out[2 * p..2 * p + 2]
+                .copy_from_slice(&bf16::join(e, self.sign_mantissa[p]).to_le_bytes());
         }
         Ok(())
     }

@@ -188,7 +188,10 @@ impl fmt::Display for Error {
         match self {
             Io(e) => write!(f, "I/O error: {e}"),
             Truncated { what, needed, len } => {
-                write!(f, "truncated file: {what} needs {needed} bytes, file has {len}")
+                write!(
+                    f,
+                    "truncated file: {what} needs {needed} bytes, file has {len}"
+                )
             }
             BadMagic { offset } => write!(f, "not a .uw file: bad signature at offset {offset}"),
             UnsupportedVersion { major, minor } => write!(
@@ -198,21 +201,40 @@ impl fmt::Display for Error {
             UnsupportedFeature { bits } => {
                 write!(f, "file requires unknown features (bits {bits:#x})")
             }
-            ChecksumMismatch { what, offset, stored, computed } => write!(
+            ChecksumMismatch {
+                what,
+                offset,
+                stored,
+                computed,
+            } => write!(
                 f,
                 "CRC-32 mismatch in {what} at offset {offset}: stored {stored:#010x}, computed {computed:#010x}"
             ),
-            BadField { field, offset, value, reason } => {
+            BadField {
+                field,
+                offset,
+                value,
+                reason,
+            } => {
                 write!(f, "invalid {field} = {value} at offset {offset}: {reason}")
             }
             NonZeroReserved { what, offset } => {
                 write!(f, "non-zero {what} at offset {offset}")
             }
-            OutOfBounds { what, offset, len, limit } => write!(
+            OutOfBounds {
+                what,
+                offset,
+                len,
+                limit,
+            } => write!(
                 f,
                 "{what} [{offset}, +{len}) extends past its limit {limit}"
             ),
-            Overlap { tensor, offset, previous_end } => write!(
+            Overlap {
+                tensor,
+                offset,
+                previous_end,
+            } => write!(
                 f,
                 "data section of tensor {tensor} at {offset} starts before the previous one ends ({previous_end})"
             ),
@@ -221,18 +243,36 @@ impl fmt::Display for Error {
             }
             NotUtf8 { what, offset } => write!(f, "{what} at offset {offset} is not UTF-8"),
             Duplicate { what, name } => write!(f, "duplicate {what} {name:?}"),
-            BadTensor { tensor, offset, reason } => {
+            BadTensor {
+                tensor,
+                offset,
+                reason,
+            } => {
                 write!(f, "tensor {tensor} (record at {offset}): {reason}")
             }
-            BadHuffmanTable { tensor, table, reason } => {
+            BadHuffmanTable {
+                tensor,
+                table,
+                reason,
+            } => {
                 write!(f, "tensor {tensor}: Huffman table {table}: {reason}")
             }
-            CorruptStream { tensor, offset, reason } => {
-                write!(f, "tensor {tensor}: corrupt stream near offset {offset}: {reason}")
+            CorruptStream {
+                tensor,
+                offset,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "tensor {tensor}: corrupt stream near offset {offset}: {reason}"
+                )
             }
             Inconsistent { what } => write!(f, "header and trailer disagree: {what}"),
             OutputSize { expected, actual } => {
-                write!(f, "output buffer holds {actual} bytes, tensor decodes to {expected}")
+                write!(
+                    f,
+                    "output buffer holds {actual} bytes, tensor decodes to {expected}"
+                )
             }
             NoSuchTensor(name) => write!(f, "no tensor named {name:?}"),
         }

@@ -67,7 +67,11 @@ pub fn canonical_codes(lengths: &[u8]) -> [u16; MAX_SYMBOLS] {
 /// stream and used to index decode tables.
 #[inline]
 pub fn reverse_bits(code: u16, len: u8) -> u16 {
-    if len == 0 { 0 } else { code.reverse_bits() >> (16 - u32::from(len)) }
+    if len == 0 {
+        0
+    } else {
+        code.reverse_bits() >> (16 - u32::from(len))
+    }
 }
 
 /// A decode table entry: `exponent | code_len << 8 | escape << 12`; 0 marks a
@@ -107,7 +111,11 @@ pub fn build_decode_table(
             continue;
         }
         let is_escape = escape == Some(sym);
-        let exponent = if is_escape { 0 } else { u32::from(palette[sym]) };
+        let exponent = if is_escape {
+            0
+        } else {
+            u32::from(palette[sym])
+        };
         let entry = exponent | u32::from(len) << 8 | u32::from(is_escape) << 12;
         let first = usize::from(reverse_bits(codes[sym], len));
         // Every index whose low `len` bits are the reversed code decodes to it.
@@ -126,7 +134,10 @@ mod tests {
         // RFC 1951 section 3.2.2 example: lengths (3,3,3,3,3,2,4,4).
         let lengths = [3, 3, 3, 3, 3, 2, 4, 4];
         let codes = canonical_codes(&lengths);
-        assert_eq!(&codes[..8], &[0b010, 0b011, 0b100, 0b101, 0b110, 0b00, 0b1110, 0b1111]);
+        assert_eq!(
+            &codes[..8],
+            &[0b010, 0b011, 0b100, 0b101, 0b110, 0b00, 0b1110, 0b1111]
+        );
         assert!(validate_lengths(&lengths, 12).is_ok());
     }
 

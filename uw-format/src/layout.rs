@@ -287,7 +287,14 @@ impl HuffmanParts {
         let selectors_len = blocks.checked_mul(u64::from(selector_bits))?.div_ceil(8);
         let exp_stream = align_up(selectors.checked_add(selectors_len)?, PART_ALIGN)?;
         let end = exp_stream.checked_add(exp_stream_len)?;
-        Some(Self { sign_mantissa, chunk_index, selectors, selectors_len, exp_stream, end })
+        Some(Self {
+            sign_mantissa,
+            chunk_index,
+            selectors,
+            selectors_len,
+            exp_stream,
+            end,
+        })
     }
 }
 
@@ -316,7 +323,13 @@ impl Palette4Parts {
         let exception_exponents =
             exception_positions.checked_add(exception_count.checked_mul(4)?)?;
         let end = exception_exponents.checked_add(exception_count)?;
-        Some(Self { sign_mantissa, nibbles, exception_positions, exception_exponents, end })
+        Some(Self {
+            sign_mantissa,
+            nibbles,
+            exception_positions,
+            exception_exponents,
+            end,
+        })
     }
 }
 

@@ -2,8 +2,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod bits;
 pub mod bf16;
+mod bits;
 pub mod decode;
 mod dtype;
 mod error;

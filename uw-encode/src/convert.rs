@@ -1,0 +1,217 @@
+//! safetensors -> `.uw` (spec: "Reference encoder choices").
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+use uw_format::{Dtype, Encoding};
+
+use crate::bf16_huffman::{self, HuffmanParams};
+use crate::container::ContainerWriter;
+use crate::palette4;
+
+/// Which form BF16 tensors take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// bf16-huffman, the smallest (distribution form). The default.
+    #[default]
+    Huffman,
+    /// bf16-palette4, fixed width (inference form).
+    Palette4,
+    /// Everything raw.
+    Raw,
+}
+
+/// Options of a conversion.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvertOptions {
+    /// Form of BF16 tensors.
+    pub target: Target,
+    /// Section alignment (power of two, >= 64).
+    pub alignment: u32,
+    /// Huffman encoder choices.
+    pub huffman: HuffmanParams,
+    /// Most raw bytes encoded at once: bounds memory (plus one tensor).
+    pub batch_bytes: u64,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        Self {
+            target: Target::Huffman,
+            alignment: 64,
+            huffman: HuffmanParams::default(),
+            batch_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One tensor of the input, in the order of its data.
+#[derive(Debug, Clone)]
+pub struct SourceTensor<'a> {
+    /// Name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Its bytes.
+    pub bytes: &'a [u8],
+}
+
+/// A parsed safetensors file.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    /// The JSON header, verbatim.
+    pub header: &'a str,
+    /// `__metadata__`, as pairs.
+    pub metadata: Vec<(String, String)>,
+    /// Tensors in data order.
+    pub tensors: Vec<SourceTensor<'a>>,
+}
+
+/// Parses a safetensors file held in memory (strictly, with the safetensors
+/// crate: contiguous data, no holes, sizes matching shapes).
+pub fn parse_safetensors(buf: &[u8]) -> Result<Source<'_>, String> {
+    let (header_len, meta) =
+        safetensors::SafeTensors::read_metadata(buf).map_err(|e| e.to_string())?;
+    let header = std::str::from_utf8(&buf[8..8 + header_len]).map_err(|e| e.to_string())?;
+    let data = &buf[8 + header_len..];
+    let infos = meta.tensors();
+    let mut tensors = Vec::with_capacity(infos.len());
+    for name in meta.offset_keys() {
+        let info = infos[&name];
+        let dtype_name = format!("{:?}", info.dtype);
+        let dtype = Dtype::from_name(&dtype_name)
+            .ok_or_else(|| format!("unsupported dtype {dtype_name}"))?;
+        let (start, end) = info.data_offsets;
+        tensors.push(SourceTensor {
+            name,
+            dtype,
+            shape: info.shape.iter().map(|&d| d as u64).collect(),
+            bytes: &data[start..end],
+        });
+    }
+    let mut metadata: Vec<(String, String)> = meta
+        .metadata()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.sort();
+    Ok(Source {
+        header,
+        metadata,
+        tensors,
+    })
+}
+
+/// Encodes one tensor: the chosen BF16 form when it is smaller than the raw
+/// bytes, else raw (tiny vectors, where tables cost more than they save).
+pub fn encode_tensor<'a>(
+    dtype: Dtype,
+    bytes: &'a [u8],
+    opts: &ConvertOptions,
+) -> (Encoding, Cow<'a, [u8]>) {
+    let encoded = match (dtype, opts.target) {
+        (Dtype::BF16, Target::Huffman) => {
+            bf16_huffman::encode(bytes, &opts.huffman).map(|s| (Encoding::Bf16Huffman, s))
+        }
+        (Dtype::BF16, Target::Palette4) => {
+            palette4::encode(bytes).map(|s| (Encoding::Bf16Palette4, s))
+        }
+        _ => None,
+    };
+    match encoded {
+        Some((enc, section)) if section.len() < bytes.len() => (enc, Cow::Owned(section)),
+        _ => (Encoding::Raw, Cow::Borrowed(bytes)),
+    }
+}
+
+/// Per-tensor outcome of a conversion.
+#[derive(Debug, Clone)]
+pub struct TensorOutcome {
+    /// Name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Encoding chosen.
+    pub encoding: Encoding,
+    /// Raw bytes.
+    pub raw_len: u64,
+    /// Stored bytes.
+    pub stored_len: u64,
+}
+
+/// Errors of [`convert`].
+#[derive(Debug)]
+pub enum ConvertError {
+    /// Writing failed.
+    Io(std::io::Error),
+    /// The cancel flag was raised.
+    Interrupted,
+}
+
+/// Writes `source` as `.uw` to `out`, in batches of tensors encoded in
+/// parallel and written in order. Calls `progress(raw_bytes_done)` after
+/// each tensor and stops early when `cancel` is set.
+pub fn convert<W: Write>(
+    source: &Source<'_>,
+    out: W,
+    opts: &ConvertOptions,
+    progress: &(dyn Fn(u64) + Sync),
+    cancel: &AtomicBool,
+) -> Result<(W, crate::container::Finished, Vec<TensorOutcome>), ConvertError> {
+    let mut writer = ContainerWriter::new(out, opts.alignment).map_err(ConvertError::Io)?;
+    let mut outcomes = Vec::with_capacity(source.tensors.len());
+    let mut start = 0;
+    while start < source.tensors.len() {
+        let mut end = start;
+        let mut bytes = 0u64;
+        while end < source.tensors.len()
+            && (end == start || bytes + source.tensors[end].bytes.len() as u64 <= opts.batch_bytes)
+        {
+            bytes += source.tensors[end].bytes.len() as u64;
+            end += 1;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ConvertError::Interrupted);
+        }
+        let encoded: Vec<_> = source.tensors[start..end]
+            .par_iter()
+            .map(|t| {
+                (
+                    encode_tensor(t.dtype, t.bytes, opts),
+                    crc32fast::hash(t.bytes),
+                )
+            })
+            .collect();
+        for (t, ((encoding, section), crc)) in source.tensors[start..end].iter().zip(encoded) {
+            writer
+                .add_tensor(
+                    &t.name,
+                    t.dtype,
+                    &t.shape,
+                    encoding,
+                    &section,
+                    t.bytes.len() as u64,
+                    crc,
+                )
+                .map_err(ConvertError::Io)?;
+            outcomes.push(TensorOutcome {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                encoding,
+                raw_len: t.bytes.len() as u64,
+                stored_len: section.len() as u64,
+            });
+            progress(t.bytes.len() as u64);
+        }
+        start = end;
+    }
+    let (out, finished) = writer
+        .finish(&source.metadata, Some(source.header))
+        .map_err(ConvertError::Io)?;
+    Ok((out, finished, outcomes))
+}
