@@ -35,10 +35,13 @@ impl AtomicFile {
     pub fn create(dest: &Path, force: bool) -> Result<Self> {
         check_free(dest, force)?;
         let dir = parent_of(dest);
-        let tmp = tempfile::Builder::new()
-            .prefix(".uw-partial-")
-            .tempfile_in(&dir)
-            .at(&dir)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".uw-partial-");
+        // Temporary files are private (0600) by default; the output is an
+        // ordinary file, readable like one made by `cp`.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let tmp = builder.tempfile_in(&dir).at(&dir)?;
         Ok(Self {
             tmp,
             dest: dest.to_path_buf(),
@@ -121,6 +124,11 @@ impl AtomicDir {
             }
         }
         let tmp = self.tmp.keep();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).at(&tmp)?;
+        }
         std::fs::rename(&tmp, &dest).at(&dest).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&tmp);
         })
