@@ -782,6 +782,8 @@ def main(argv):
     except UwError as e:
         print(f"uw_read: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return 1
     except OSError as e:
         print(f"uw_read: error: I/O: {e}", file=sys.stderr)
         return 1

@@ -585,7 +585,7 @@ impl<'a> UwFile<'a> {
             return Cow::Borrowed(h);
         }
         let mut json = String::from("{");
-        if self.metadata.len() > 0 {
+        if !self.metadata.is_empty() {
             json.push_str("\"__metadata__\":{");
             for (i, (k, v)) in self.metadata().enumerate() {
                 if i > 0 {
