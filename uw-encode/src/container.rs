@@ -127,6 +127,11 @@ impl<W: Write> ContainerWriter<W> {
         decoded_len: u64,
         decoded_crc: u32,
     ) -> io::Result<()> {
+        if name == "__metadata__" {
+            return Err(invalid(
+                "a tensor cannot be named __metadata__ (reserved by safetensors)".into(),
+            ));
+        }
         if name.is_empty() || name.len() > limits::MAX_NAME_LEN as usize {
             return Err(invalid(format!(
                 "tensor name length {} is not in 1..=4096",
@@ -247,6 +252,8 @@ impl<W: Write> ContainerWriter<W> {
         let directory_offset = self.pos;
         self.out.write_all(&dir)?;
         self.pos += dir.len() as u64;
+        // The trailer goes on an 8-byte boundary (spec §3.1, SHOULD).
+        self.pad_to(8)?;
         let trailer_offset = self.pos;
         let mut trailer = Trailer {
             directory_offset: directory_offset.into(),

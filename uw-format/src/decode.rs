@@ -8,9 +8,9 @@ use zerocopy::little_endian::U32;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::bf16;
-use crate::bits::peek;
+use crate::bits::BitReader;
 use crate::error::{Error, Result};
-use crate::huffman::{self, Entry, entry_escape, entry_exponent, entry_len};
+use crate::huffman::{self, Entry, MultiTable, entry_escape, entry_exponent, entry_len};
 use crate::layout::{
     HuffmanHeader, HuffmanParts, Palette4Header, Palette4Parts, limits, selector_bits_for,
 };
@@ -203,6 +203,7 @@ impl<'a> HuffmanView<'a> {
         })?;
         if parts.end != section.len() as u64 {
             return Err(Error::BadTensor {
+                condition: crate::error::Condition::BadLength,
                 tensor,
                 offset,
                 reason: format!(
@@ -300,10 +301,131 @@ impl<'a> HuffmanView<'a> {
                 table,
             );
         }
+        // A multi-symbol table costs about as much to build as decoding a few
+        // thousand values one at a time: only worth it on larger tensors.
+        let multi = if self.element_count() >= MULTI_MIN_ELEMENTS {
+            (0..usize::from(h.table_count))
+                .map(|t| {
+                    huffman::build_multi_table(
+                        &h.code_lengths[t][..symbols],
+                        self.palette(),
+                        escape,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         HuffmanDecoder {
             view: *self,
             tables,
+            multi,
         }
+    }
+}
+
+/// Tensors with fewer values are decoded without multi-symbol tables.
+const MULTI_MIN_ELEMENTS: u64 = 1 << 15;
+/// Values decoded into a stack buffer before they are joined with the
+/// sign+mantissa plane: small enough to stay in L1.
+const PIECE: usize = 4096;
+/// Room for the 8-byte store of the multi-symbol entry at the piece end.
+const SLACK: usize = 8;
+/// Lookups per refill: a refill leaves at least 56 bits, each lookup takes
+/// at most `MULTI_BITS` (11).
+const LOOKUPS_PER_REFILL: usize = (56 / huffman::MULTI_BITS) as usize;
+
+/// Decodes exactly one exponent into `dst` with the one-symbol `table`
+/// (escapes included). On a bit pattern that starts no code, returns the bit
+/// position where it starts.
+#[inline(always)]
+fn decode_one(
+    r: &mut BitReader<'_>,
+    table: &[Entry],
+    mask: u64,
+    dst: &mut u8,
+) -> core::result::Result<(), u64> {
+    r.refill();
+    let bits = r.bits();
+    let e = table[(bits & mask) as usize];
+    let len = entry_len(e);
+    if len == 0 {
+        return Err(r.consumed());
+    }
+    let esc = entry_escape(e);
+    // Escape: the 8 bits after the code are the exponent itself.
+    *dst = if esc != 0 {
+        (bits >> len) as u8
+    } else {
+        entry_exponent(e)
+    };
+    r.consume(len + 8 * esc);
+    Ok(())
+}
+
+/// Decodes exponents into `out[k..]` with the multi-symbol table while a
+/// whole entry (up to 7 values) fits before `end`; returns where it stopped.
+/// Entries that need the one-symbol table (escapes, long codes) go through
+/// [`decode_one`]. Output is the same as decoding one symbol at a time.
+#[inline(always)]
+fn decode_multi(
+    r: &mut BitReader<'_>,
+    multi: &MultiTable,
+    table: &[Entry],
+    mask: u64,
+    out: &mut [u8; PIECE + SLACK],
+    mut k: usize,
+    end: usize,
+) -> core::result::Result<usize, u64> {
+    const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
+    let end = end.min(PIECE);
+    'refill: while k + MAX <= end {
+        r.refill();
+        for _ in 0..LOOKUPS_PER_REFILL {
+            if k + MAX > end {
+                break 'refill;
+            }
+            let e = multi[(r.bits() & (huffman::MULTI_SIZE as u64 - 1)) as usize];
+            let count = huffman::multi_count(e) as usize;
+            if count == 0 {
+                decode_one(r, table, mask, &mut out[k])?;
+                k += 1;
+                continue 'refill;
+            }
+            // All 8 bytes are stored; the ones past `count` are overwritten
+            // by the next entry or lie in the slack.
+            out[k..k + 8].copy_from_slice(&e.to_le_bytes());
+            k += count;
+            r.consume(huffman::multi_bits(e));
+        }
+    }
+    Ok(k)
+}
+
+/// Writes BF16 little-endian words joined from exponents and sign+mantissa
+/// bytes (spec: "BF16 split"). Fixed-size groups let the compiler vectorize.
+#[inline]
+fn join_into(exps: &[u8], sm: &[u8], out: &mut [u8]) {
+    const G: usize = 16;
+    let mut o = out.chunks_exact_mut(2 * G);
+    let mut e = exps.chunks_exact(G);
+    let mut s = sm.chunks_exact(G);
+    for ((o, e), s) in (&mut o).zip(&mut e).zip(&mut s) {
+        let o: &mut [u8; 2 * G] = o.try_into().expect("group size");
+        let e: &[u8; G] = e.try_into().expect("group size");
+        let s: &[u8; G] = s.try_into().expect("group size");
+        for i in 0..G {
+            o[2 * i] = (e[i] << 7) | (s[i] & 0x7F);
+            o[2 * i + 1] = (s[i] & 0x80) | (e[i] >> 1);
+        }
+    }
+    let tail = o.into_remainder();
+    for ((o, &e), &s) in tail
+        .chunks_exact_mut(2)
+        .zip(e.remainder())
+        .zip(s.remainder())
+    {
+        o.copy_from_slice(&bf16::join(e, s).to_le_bytes());
     }
 }
 
@@ -311,7 +433,10 @@ impl<'a> HuffmanView<'a> {
 #[derive(Debug, Clone)]
 pub struct HuffmanDecoder<'a> {
     view: HuffmanView<'a>,
+    /// One-symbol tables, `2^max_code_len` entries each, table after table.
     tables: Vec<Entry>,
+    /// Multi-symbol tables, one per code table; empty for small tensors.
+    multi: Vec<Box<MultiTable>>,
 }
 
 impl<'a> HuffmanDecoder<'a> {
@@ -331,7 +456,14 @@ impl<'a> HuffmanDecoder<'a> {
     /// The exponent bytes of chunk `c`, checked against the chunk index.
     fn chunk_stream(&self, c: usize) -> Result<(&'a [u8], u64)> {
         let v = &self.view;
-        let start = u64::from(v.chunk_index[c].get());
+        let Some(start) = v.chunk_index.get(c) else {
+            return Err(Error::LimitExceeded {
+                what: "chunk number (chunks in the tensor)",
+                value: c as u64,
+                limit: v.chunk_index.len() as u64,
+            });
+        };
+        let start = u64::from(start.get());
         let end = match v.chunk_index.get(c + 1) {
             Some(next) => u64::from(next.get()),
             None => v.exp_stream.len() as u64,
@@ -345,55 +477,70 @@ impl<'a> HuffmanDecoder<'a> {
         Ok((&v.exp_stream[start as usize..end as usize], start))
     }
 
-    /// Decodes the exponents of chunk `c`, calling `emit(i, exponent)` for each
-    /// element index `i` of the chunk in order.
+    /// The table block `block` uses, checked against the table count.
+    fn table_of(&self, block: usize) -> Result<usize> {
+        let v = &self.view;
+        let h = &v.header;
+        let sel_bits = usize::from(h.selector_bits);
+        if sel_bits == 0 {
+            return Ok(0);
+        }
+        let bit = block * sel_bits;
+        let id = (v.selectors[bit / 8] >> (bit % 8)) as usize & ((1 << sel_bits) - 1);
+        if id >= usize::from(h.table_count) {
+            return Err(Error::CorruptStream {
+                tensor: v.tensor,
+                offset: v.offset + v.parts.selectors + (bit / 8) as u64,
+                reason: "block selector names a table that does not exist",
+            });
+        }
+        Ok(id)
+    }
+
+    /// Decodes the exponents of chunk `c` in pieces of at most [`PIECE`]
+    /// values, calling `emit(offset_in_chunk, exponents)` for each in order.
     #[inline(always)]
-    fn decode_chunk_with(&self, c: usize, mut emit: impl FnMut(usize, u8)) -> Result<()> {
+    fn decode_chunk_pieces(&self, c: usize, mut emit: impl FnMut(usize, &[u8])) -> Result<()> {
         let v = &self.view;
         let h = &v.header;
         let (data, data_start) = self.chunk_stream(c)?;
         let range = v.chunk_range(c);
-        let mask = (1u64 << h.max_code_len) - 1;
         let size = 1usize << h.max_code_len;
-        let sel_bits = u32::from(h.selector_bits);
-        let mut bitpos = 0u64;
-        let mut block_start = range.start;
-        while block_start < range.end {
-            let block = block_start >> h.block_log2;
-            let block_end = ((block + 1) << h.block_log2).min(range.end);
-            let table_id = if sel_bits == 0 {
-                0
-            } else {
-                let bit = block * sel_bits as usize;
-                (v.selectors[bit / 8] >> (bit % 8)) as usize & ((1 << sel_bits) - 1)
-            };
-            if table_id >= usize::from(h.table_count) {
-                return Err(Error::CorruptStream {
-                    tensor: v.tensor,
-                    offset: v.offset + v.parts.selectors + (block * sel_bits as usize / 8) as u64,
-                    reason: "block selector names a table that does not exist",
-                });
-            }
-            let table = &self.tables[table_id * size..][..size];
-            for i in block_start..block_end {
-                let bits = peek(data, bitpos);
-                let e = table[(bits & mask) as usize];
-                let len = entry_len(e);
-                if len == 0 {
-                    return Err(self.corrupt("bits match no code", data_start + bitpos / 8));
-                }
-                let esc = entry_escape(e);
-                // Escape: the 8 bits after the code are the exponent itself.
-                let exponent = if esc != 0 {
-                    (bits >> len) as u8
-                } else {
-                    entry_exponent(e)
+        let mask = size as u64 - 1;
+        let mut reader = BitReader::new(data);
+        let mut scratch = [0u8; PIECE + SLACK];
+        let no_code = |bitpos: u64| self.corrupt("bits match no code", data_start + bitpos / 8);
+        let mut piece_start = range.start;
+        while piece_start < range.end {
+            let piece_end = (piece_start + PIECE).min(range.end);
+            let mut at = piece_start;
+            // Segments of the piece that share one table (a block or part of one).
+            while at < piece_end {
+                let block = at >> h.block_log2;
+                let seg_end = ((block + 1) << h.block_log2).min(piece_end);
+                let t = self.table_of(block)?;
+                let table = &self.tables[t * size..][..size];
+                let (lo, hi) = (at - piece_start, seg_end - piece_start);
+                let mut k = match self.multi.get(t) {
+                    Some(multi) => {
+                        decode_multi(&mut reader, multi, table, mask, &mut scratch, lo, hi)
+                            .map_err(no_code)?
+                    }
+                    None => lo,
                 };
-                bitpos += u64::from(len + 8 * esc);
-                emit(i, exponent);
+                while k < hi {
+                    decode_one(&mut reader, table, mask, &mut scratch[k]).map_err(no_code)?;
+                    k += 1;
+                }
+                at = seg_end;
             }
-            block_start = block_end;
+            emit(
+                piece_start - range.start,
+                &scratch[..piece_end - piece_start],
+            );
+            piece_start = piece_end;
         }
+        let bitpos = reader.consumed();
         let total_bits = data.len() as u64 * 8;
         if bitpos > total_bits {
             return Err(self.corrupt(
@@ -419,22 +566,28 @@ impl<'a> HuffmanDecoder<'a> {
     /// Decodes chunk `c` into `out`: BF16 little-endian bytes of the chunk's
     /// elements (2 bytes each, `out.len() == 2 * chunk_range(c).len()`).
     pub fn decode_chunk(&self, c: usize, out: &mut [u8]) -> Result<()> {
+        if c >= self.view.chunk_count() {
+            return self.chunk_stream(c).map(drop);
+        }
         let range = self.view.chunk_range(c);
         check_out(out, 2 * range.len() as u64)?;
-        let sm = &self.view.sign_mantissa[range.clone()];
-        let base = range.start;
-        self.decode_chunk_with(c, |i, e| {
-            let w = bf16::join(e, sm[i - base]);
-            out[2 * (i - base)..2 * (i - base) + 2].copy_from_slice(&w.to_le_bytes());
+        let sm = &self.view.sign_mantissa[range];
+        self.decode_chunk_pieces(c, |at, exps| {
+            let n = exps.len();
+            join_into(exps, &sm[at..at + n], &mut out[2 * at..2 * (at + n)]);
         })
     }
 
     /// Decodes the exponents only of chunk `c` into `out` (one byte per element).
     pub fn decode_chunk_exponents(&self, c: usize, out: &mut [u8]) -> Result<()> {
+        if c >= self.view.chunk_count() {
+            return self.chunk_stream(c).map(drop);
+        }
         let range = self.view.chunk_range(c);
         check_out(out, range.len() as u64)?;
-        let base = range.start;
-        self.decode_chunk_with(c, |i, e| out[i - base] = e)
+        self.decode_chunk_pieces(c, |at, exps| {
+            out[at..at + exps.len()].copy_from_slice(exps);
+        })
     }
 
     /// Decodes every chunk into `out` (2 bytes per element), one after another.
@@ -530,6 +683,7 @@ impl<'a> Palette4View<'a> {
         })?;
         if parts.end != section.len() as u64 {
             return Err(Error::BadTensor {
+                condition: crate::error::Condition::BadLength,
                 tensor,
                 offset,
                 reason: format!(
@@ -606,7 +760,7 @@ impl<'a> Palette4View<'a> {
             }
         }
         if n % 2 == 1 && self.nibbles[n / 2] >> 4 != 0 {
-            return Err(Error::NonZeroReserved {
+            return Err(Error::NonZeroPadding {
                 what: "unused high nibble",
                 offset: self.offset + self.parts.nibbles + (n / 2) as u64,
             });

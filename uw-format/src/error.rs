@@ -2,6 +2,43 @@
 
 use core::fmt;
 
+/// The error conditions of spec §10.1, by name. Every file fault maps to
+/// exactly one ([`Error::condition`]), so tests and other implementations
+/// can compare verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Condition {
+    Truncated,
+    BadMagic,
+    UnsupportedVersion,
+    HeaderCrc,
+    TrailerCrc,
+    DirectoryCrc,
+    BadHeader,
+    UnsupportedFeature,
+    NonZeroReserved,
+    BadAlignment,
+    Inconsistent,
+    LimitExceeded,
+    OutOfBounds,
+    BadLength,
+    BadName,
+    DuplicateName,
+    Unsorted,
+    Overlap,
+    BadMetadata,
+    BadDtype,
+    BadEncoding,
+    BadShape,
+    BadHuffmanTable,
+    BadPalette,
+    CorruptStream,
+    NonZeroPadding,
+    DataCrc,
+    DecodedCrc,
+    BadSourceHeader,
+}
+
 /// Which checksummed part of a file a CRC mismatch was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checksummed {
@@ -74,11 +111,25 @@ pub enum Error {
         /// Why it is wrong.
         reason: &'static str,
     },
-    /// A reserved field or padding byte is not zero.
+    /// A reserved field is not zero.
     NonZeroReserved {
-        /// Which field or padding.
+        /// Which field.
         what: &'static str,
         /// Offset of the first non-zero byte.
+        offset: u64,
+    },
+    /// A padding byte (or padding bit) is not zero.
+    NonZeroPadding {
+        /// Which padding.
+        what: &'static str,
+        /// Offset of the first non-zero byte.
+        offset: u64,
+    },
+    /// Records that must be in increasing order are not.
+    Unsorted {
+        /// What is out of order.
+        what: &'static str,
+        /// Offset of the first record out of order.
         offset: u64,
     },
     /// A range points outside its container.
@@ -124,8 +175,10 @@ pub enum Error {
         /// The repeated string.
         name: String,
     },
-    /// A tensor record is inconsistent (dtype, encoding, shape, sizes).
+    /// A tensor record is inconsistent (name, dtype, encoding, shape, sizes).
     BadTensor {
+        /// The spec condition.
+        condition: Condition,
         /// Tensor index.
         tensor: usize,
         /// Offset of the record.
@@ -151,7 +204,8 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
-    /// The header and the trailer disagree.
+    /// Two copies of one fact disagree (header and trailer, trailer and
+    /// directory, a raw tensor's two CRCs).
     Inconsistent {
         /// What disagrees.
         what: &'static str,
@@ -165,6 +219,53 @@ pub enum Error {
     },
     /// No tensor has this name.
     NoSuchTensor(String),
+}
+
+impl Error {
+    /// The spec condition (§10.1) of a file fault; `None` for errors that
+    /// are not about the file's content (I/O, a caller's buffer, a lookup).
+    pub fn condition(&self) -> Option<Condition> {
+        use Condition as C;
+        Some(match self {
+            Error::Io(_) | Error::OutputSize { .. } | Error::NoSuchTensor(_) => return None,
+            Error::Truncated { .. } => C::Truncated,
+            Error::BadMagic { .. } => C::BadMagic,
+            Error::UnsupportedVersion { .. } => C::UnsupportedVersion,
+            Error::UnsupportedFeature { .. } => C::UnsupportedFeature,
+            Error::ChecksumMismatch { what, .. } => match what {
+                Checksummed::Header => C::HeaderCrc,
+                Checksummed::Trailer => C::TrailerCrc,
+                Checksummed::Directory => C::DirectoryCrc,
+                Checksummed::Data(_) => C::DataCrc,
+                Checksummed::Decoded(_) => C::DecodedCrc,
+            },
+            Error::BadField { field, .. } => match *field {
+                "header_len" => C::BadHeader,
+                "alignment" | "directory_offset" | "data_offset" => C::BadAlignment,
+                "palette_len" | "palette" => C::BadPalette,
+                "has_escape" | "table_count" | "selector_bits" | "block_log2" | "chunk_log2"
+                | "max_code_len" => C::BadHuffmanTable,
+                "source_header_offset" => C::BadSourceHeader,
+                _ => C::BadLength,
+            },
+            Error::NonZeroReserved { .. } => C::NonZeroReserved,
+            Error::NonZeroPadding { .. } => C::NonZeroPadding,
+            Error::Unsorted { .. } => C::Unsorted,
+            Error::OutOfBounds { .. } => C::OutOfBounds,
+            Error::Overlap { .. } => C::Overlap,
+            Error::LimitExceeded { .. } => C::LimitExceeded,
+            Error::NotUtf8 { what, .. } => match *what {
+                "tensor name" => C::BadName,
+                "source header" => C::BadSourceHeader,
+                _ => C::BadMetadata,
+            },
+            Error::Duplicate { .. } => C::DuplicateName,
+            Error::BadTensor { condition, .. } => *condition,
+            Error::BadHuffmanTable { .. } => C::BadHuffmanTable,
+            Error::CorruptStream { .. } => C::CorruptStream,
+            Error::Inconsistent { .. } => C::Inconsistent,
+        })
+    }
 }
 
 /// Result with this crate's [`Error`].
@@ -218,9 +319,10 @@ impl fmt::Display for Error {
             } => {
                 write!(f, "invalid {field} = {value} at offset {offset}: {reason}")
             }
-            NonZeroReserved { what, offset } => {
+            NonZeroReserved { what, offset } | NonZeroPadding { what, offset } => {
                 write!(f, "non-zero {what} at offset {offset}")
             }
+            Unsorted { what, offset } => write!(f, "{what} out of order at offset {offset}"),
             OutOfBounds {
                 what,
                 offset,
@@ -247,6 +349,7 @@ impl fmt::Display for Error {
                 tensor,
                 offset,
                 reason,
+                ..
             } => {
                 write!(f, "tensor {tensor} (record at {offset}): {reason}")
             }
@@ -267,7 +370,7 @@ impl fmt::Display for Error {
                     "tensor {tensor}: corrupt stream near offset {offset}: {reason}"
                 )
             }
-            Inconsistent { what } => write!(f, "header and trailer disagree: {what}"),
+            Inconsistent { what } => write!(f, "inconsistent file: {what}"),
             OutputSize { expected, actual } => {
                 write!(
                     f,

@@ -122,6 +122,16 @@ fn nonzero(bytes: &[u8], what: &'static str, offset: u64) -> Result<()> {
     }
 }
 
+fn zero_padding(bytes: &[u8], what: &'static str, offset: u64) -> Result<()> {
+    match bytes.iter().position(|&b| b != 0) {
+        Some(i) => Err(Error::NonZeroPadding {
+            what,
+            offset: offset + i as u64,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Checks `[offset, offset+len)` lies inside `[0, limit)` and returns it as usizes.
 fn range(what: &'static str, offset: u64, len: u64, limit: u64) -> Result<(usize, usize)> {
     match offset.checked_add(len) {
@@ -156,18 +166,31 @@ impl<'a> UwFile<'a> {
         Self::parse(Bytes::Borrowed(bytes))
     }
 
+    /// Stage O of spec §10.2, steps O1-O25 in order (the first failing step
+    /// names the error), then stage S (§10.3) for every encoded tensor.
     fn parse(bytes: Bytes<'a>) -> Result<Self> {
+        use crate::error::Condition as C;
         let data = bytes.get();
         let len = data.len() as u64;
-        // Step 1: header.
-        let (header, _) = FileHeader::read_from_prefix(data).map_err(|_| Error::Truncated {
-            what: "file header",
-            needed: 64,
-            len,
-        })?;
+        // O1
+        if len < 128 {
+            return Err(Error::Truncated {
+                what: "header and trailer",
+                needed: 128,
+                len,
+            });
+        }
+        let header = FileHeader::read_from_bytes(&data[..64]).expect("64 bytes");
+        // O2
         if header.magic != MAGIC {
             return Err(Error::BadMagic { offset: 0 });
         }
+        // O3: before the CRC, so a future major reads as "unsupported", not "corrupt".
+        let (major, minor) = (header.version_major.get(), header.version_minor.get());
+        if major != VERSION_MAJOR {
+            return Err(Error::UnsupportedVersion { major, minor });
+        }
+        // O4
         let computed = crc(&data[..60]);
         if computed != header.header_crc.get() {
             return Err(Error::ChecksumMismatch {
@@ -177,10 +200,7 @@ impl<'a> UwFile<'a> {
                 computed,
             });
         }
-        let (major, minor) = (header.version_major.get(), header.version_minor.get());
-        if major != VERSION_MAJOR {
-            return Err(Error::UnsupportedVersion { major, minor });
-        }
+        // O5
         if header.header_len.get() != 64 {
             return Err(Error::BadField {
                 field: "header_len",
@@ -189,10 +209,15 @@ impl<'a> UwFile<'a> {
                 reason: "must be 64",
             });
         }
+        // O6
         let unknown = header.required_features.get() & !KNOWN_REQUIRED_FEATURES;
         if unknown != 0 {
             return Err(Error::UnsupportedFeature { bits: unknown });
         }
+        // O7
+        nonzero(header.reserved0.as_bytes(), "header reserved0", 36)?;
+        nonzero(header.reserved1.as_bytes(), "header reserved1", 56)?;
+        // O8
         let alignment = header.alignment.get();
         if !alignment.is_power_of_two() || !(MIN_ALIGNMENT..=MAX_ALIGNMENT).contains(&alignment) {
             return Err(Error::BadField {
@@ -202,22 +227,14 @@ impl<'a> UwFile<'a> {
                 reason: "must be a power of two in 64..=2^30",
             });
         }
-        nonzero(header.reserved0.as_bytes(), "header reserved field", 36)?;
-        nonzero(header.reserved1.as_bytes(), "header reserved field", 56)?;
 
-        // Step 2: trailer.
-        if len < 128 {
-            return Err(Error::Truncated {
-                what: "header and trailer",
-                needed: 128,
-                len,
-            });
-        }
         let t_off = len - 64;
         let trailer = Trailer::read_from_bytes(&data[t_off as usize..]).expect("64 bytes");
+        // O9
         if trailer.end_magic != END_MAGIC {
             return Err(Error::BadMagic { offset: t_off + 56 });
         }
+        // O10
         let computed = crc(&data[t_off as usize..t_off as usize + 52]);
         if computed != trailer.trailer_crc.get() {
             return Err(Error::ChecksumMismatch {
@@ -227,29 +244,29 @@ impl<'a> UwFile<'a> {
                 computed,
             });
         }
+        // O11
+        nonzero(&trailer.reserved, "trailer reserved", t_off + 32)?;
+        // O12
         if trailer.file_len.get() != len {
-            return Err(Error::Truncated {
-                what: "file (trailer file_len)",
-                needed: trailer.file_len.get(),
-                len,
+            return Err(Error::Inconsistent {
+                what: "trailer file_len differs from the file length",
             });
         }
-        nonzero(&trailer.reserved, "trailer reserved field", t_off + 32)?;
-
-        // Step 3: directory location.
+        // O13
         let (dir_off, dir_len) = (trailer.directory_offset.get(), trailer.directory_len.get());
         let (h_off, h_len) = (header.directory_offset.get(), header.directory_len.get());
         if (h_off, h_len) != (0, 0) && (h_off, h_len) != (dir_off, dir_len) {
             return Err(Error::Inconsistent {
-                what: "directory offset or length",
+                what: "header and trailer give different directory locations",
             });
         }
-        if dir_off % u64::from(alignment) != 0 || dir_off < 64 {
+        // O14
+        if dir_len < 32 {
             return Err(Error::BadField {
-                field: "directory_offset",
-                offset: t_off,
-                value: dir_off,
-                reason: "must be a multiple of alignment after the header",
+                field: "directory_len",
+                offset: t_off + 8,
+                value: dir_len,
+                reason: "shorter than the directory header",
             });
         }
         if dir_len > limits::MAX_DIRECTORY_LEN {
@@ -259,7 +276,26 @@ impl<'a> UwFile<'a> {
                 limit: limits::MAX_DIRECTORY_LEN,
             });
         }
+        // O15
+        if dir_off % u64::from(alignment) != 0 {
+            return Err(Error::BadField {
+                field: "directory_offset",
+                offset: t_off,
+                value: dir_off,
+                reason: "not a multiple of the alignment",
+            });
+        }
+        // O16
+        if dir_off < 64 {
+            return Err(Error::OutOfBounds {
+                what: "directory",
+                offset: dir_off,
+                len: dir_len,
+                limit: t_off,
+            });
+        }
         let directory = range("directory", dir_off, dir_len, t_off)?;
+        // O17
         let dir = &data[directory.0..directory.1];
         let computed = crc(dir);
         if computed != trailer.directory_crc.get() {
@@ -270,21 +306,15 @@ impl<'a> UwFile<'a> {
                 computed,
             });
         }
-        nonzero(
-            &data[directory.1..t_off as usize],
-            "padding before the trailer",
-            directory.1 as u64,
-        )?;
-
-        // Step 4: directory header and exact directory size.
-        let (dh, _) = DirectoryHeader::read_from_prefix(dir).map_err(|_| Error::Truncated {
-            what: "directory header",
-            needed: 32,
-            len: dir_len,
-        })?;
-        let t_count = dh.tensor_count.get();
-        let m_count = dh.metadata_count.get();
-        let s_len = dh.strings_len.get();
+        let dh = DirectoryHeader::read_from_bytes(&dir[..32]).expect("32 bytes");
+        // O18
+        nonzero(&dh.reserved, "directory header reserved", dir_off + 20)?;
+        // O19
+        let (t_count, m_count, s_len) = (
+            dh.tensor_count.get(),
+            dh.metadata_count.get(),
+            dh.strings_len.get(),
+        );
         for (what, value, limit) in [
             ("tensor count", t_count, limits::MAX_TENSORS),
             ("metadata count", m_count, limits::MAX_METADATA),
@@ -298,17 +328,10 @@ impl<'a> UwFile<'a> {
                 });
             }
         }
-        if t_count != trailer.tensor_count.get() {
-            return Err(Error::Inconsistent {
-                what: "tensor count",
-            });
-        }
-        nonzero(&dh.reserved, "directory reserved field", dir_off + 20)?;
-        let records_len = 128 * u64::from(t_count);
-        let meta_off = 32 + records_len;
+        // O20 (the counts are bounded, so this arithmetic cannot overflow)
+        let meta_off = 32 + 128 * u64::from(t_count);
         let strings_off = meta_off + 16 * u64::from(m_count);
-        let expected = strings_off + u64::from(s_len);
-        if expected != dir_len {
+        if strings_off + u64::from(s_len) != dir_len {
             return Err(Error::BadField {
                 field: "directory_len",
                 offset: t_off + 8,
@@ -316,86 +339,105 @@ impl<'a> UwFile<'a> {
                 reason: "does not equal 32 + 128*tensors + 16*metadata + strings",
             });
         }
-        let strings = (directory.0 + strings_off as usize, directory.1);
-        let heap = &data[strings.0..strings.1];
-        let heap_str = |what: &'static str, off: u32, len: u32| -> Result<(usize, usize)> {
+        // O21
+        if t_count != trailer.tensor_count.get() {
+            return Err(Error::Inconsistent {
+                what: "trailer and directory give different tensor counts",
+            });
+        }
+        let strings = directory.0 + strings_off as usize;
+        let heap = &dir[strings_off as usize..];
+        let heap_range = |what: &'static str, off: u32, len: u32| -> Result<(usize, usize)> {
             let (a, b) = range(what, off.into(), len.into(), s_len.into())?;
-            std::str::from_utf8(&heap[a..b]).map_err(|_| Error::NotUtf8 {
-                what,
-                offset: strings.0 as u64 + u64::from(off),
-            })?;
-            Ok((strings.0 + a, strings.0 + b))
+            Ok((strings + a, strings + b))
         };
-
-        // Step 5: source header.
-        let source_header = match dh.source_header_len.get() {
-            0 if dh.source_header_offset.get() == 0 => None,
-            0 => {
-                return Err(Error::NonZeroReserved {
-                    what: "source_header_offset with no source header",
+        let utf8 = |what: &'static str, r: (usize, usize)| -> Result<()> {
+            std::str::from_utf8(&data[r.0..r.1])
+                .map(drop)
+                .map_err(|_| Error::NotUtf8 {
+                    what,
+                    offset: r.0 as u64,
+                })
+        };
+        // O22
+        let source_header = match (dh.source_header_offset.get(), dh.source_header_len.get()) {
+            (0, 0) => None,
+            (off, 0) => {
+                return Err(Error::BadField {
+                    field: "source_header_offset",
                     offset: dir_off + 12,
+                    value: off.into(),
+                    reason: "must be 0 when there is no source header",
                 });
             }
-            l => Some(heap_str("source header", dh.source_header_offset.get(), l)?),
-        };
-
-        // Step 6: metadata.
-        let meta_bytes = &dir[meta_off as usize..strings_off as usize];
-        let records = <[MetadataRecord]>::ref_from_bytes(meta_bytes).expect("multiple of 16");
-        let mut metadata: Vec<((usize, usize), (usize, usize))> = Vec::with_capacity(records.len());
-        for r in records {
-            let key = heap_str("metadata key", r.key_offset.get(), r.key_len.get())?;
-            let value = heap_str("metadata value", r.value_offset.get(), r.value_len.get())?;
-            if let Some(&(prev, _)) = metadata.last() {
-                let (pk, k): (&[u8], &[u8]) = (&data[prev.0..prev.1], &data[key.0..key.1]);
-                if pk >= k {
-                    return Err(if pk == k {
-                        Error::Duplicate {
-                            what: "metadata key",
-                            name: String::from_utf8_lossy(k).into_owned(),
-                        }
-                    } else {
-                        Error::BadField {
-                            field: "metadata key",
-                            offset: key.0 as u64,
-                            value: 0,
-                            reason: "keys must be sorted by bytes",
-                        }
-                    });
-                }
+            (off, l) => {
+                let r = heap_range("source header", off, l)?;
+                utf8("source header", r)?;
+                Some(r)
             }
-            metadata.push((key, value));
-        }
+        };
+        let _ = heap;
 
-        // Step 7: tensor records, sections sorted and disjoint.
-        let rec_bytes = &dir[32..meta_off as usize];
-        let records = <[TensorRecord]>::ref_from_bytes(rec_bytes).expect("multiple of 128");
+        // O23: tensor records, in order.
+        let records =
+            <[TensorRecord]>::ref_from_bytes(&dir[32..meta_off as usize]).expect("multiple of 128");
         let mut tensors = Vec::with_capacity(records.len());
-        let mut previous_end = 64u64;
+        let mut previous: Option<(u64, u64)> = None;
         for (i, r) in records.iter().enumerate() {
             let rec_off = dir_off + 32 + 128 * i as u64;
-            let bad = |reason: String| Error::BadTensor {
+            let bad = |condition: C, reason: String| Error::BadTensor {
+                condition,
                 tensor: i,
                 offset: rec_off,
                 reason,
             };
+            // O23a
+            nonzero(&[r.reserved0], "tensor record reserved0", rec_off + 11)?;
+            nonzero(
+                r.reserved1.as_bytes(),
+                "tensor record reserved1",
+                rec_off + 44,
+            )?;
+            nonzero(&r.reserved2, "tensor record reserved2", rec_off + 112)?;
+            // O23b
             let name_len = r.name_len.get();
-            if name_len == 0 || name_len > limits::MAX_NAME_LEN {
-                return Err(bad(format!("name length {name_len} is not in 1..=4096")));
+            if name_len == 0 {
+                return Err(bad(C::BadName, "empty name".into()));
             }
-            let name = heap_str("tensor name", r.name_offset.get(), name_len)?;
+            if name_len > limits::MAX_NAME_LEN {
+                return Err(Error::LimitExceeded {
+                    what: "tensor name length",
+                    value: name_len.into(),
+                    limit: limits::MAX_NAME_LEN.into(),
+                });
+            }
+            let name = heap_range("tensor name", r.name_offset.get(), name_len)?;
+            utf8("tensor name", name)?;
+            if &data[name.0..name.1] == b"__metadata__" {
+                return Err(bad(
+                    C::BadName,
+                    "the name __metadata__ is reserved by safetensors".into(),
+                ));
+            }
+            // O23c
             let dtype = Dtype::from_code(r.dtype)
-                .ok_or_else(|| bad(format!("unknown dtype code {}", r.dtype)))?;
-            let encoding = Encoding::from_code(r.encoding)
-                .ok_or_else(|| bad(format!("unknown encoding code {}", r.encoding)))?;
+                .ok_or_else(|| bad(C::BadDtype, format!("unknown dtype code {}", r.dtype)))?;
+            // O23d
+            let encoding = Encoding::from_code(r.encoding).ok_or_else(|| {
+                bad(
+                    C::BadEncoding,
+                    format!("unknown encoding code {}", r.encoding),
+                )
+            })?;
             if encoding != Encoding::Raw && dtype != Dtype::BF16 {
-                return Err(bad(format!(
-                    "encoding {} needs dtype BF16, not {dtype}",
-                    encoding.name()
-                )));
+                return Err(bad(
+                    C::BadEncoding,
+                    format!("encoding {} needs dtype BF16, not {dtype}", encoding.name()),
+                ));
             }
+            // O23e
             if r.rank > limits::MAX_RANK {
-                return Err(bad(format!("rank {} is above 8", r.rank)));
+                return Err(bad(C::BadShape, format!("rank {} is above 8", r.rank)));
             }
             let rank = usize::from(r.rank);
             let mut shape = [0u64; 8];
@@ -404,60 +446,106 @@ impl<'a> UwFile<'a> {
                 shape[d] = dim.get();
                 if d >= rank {
                     if shape[d] != 0 {
-                        return Err(bad(format!("dimension {d} past the rank is not zero")));
+                        return Err(bad(
+                            C::BadShape,
+                            format!("dimension {d} past the rank is not zero"),
+                        ));
                     }
                 } else {
                     elements = elements
                         .checked_mul(shape[d])
-                        .ok_or_else(|| bad("element count overflows".into()))?;
+                        .ok_or_else(|| bad(C::BadShape, "element count overflows".into()))?;
                 }
             }
-            nonzero(&[r.reserved0], "tensor record reserved field", rec_off + 11)?;
-            nonzero(
-                r.reserved1.as_bytes(),
-                "tensor record reserved field",
-                rec_off + 44,
-            )?;
-            nonzero(&r.reserved2, "tensor record reserved field", rec_off + 112)?;
             let bits = elements
                 .checked_mul(dtype.bits())
-                .ok_or_else(|| bad("byte size overflows".into()))?;
+                .ok_or_else(|| bad(C::BadShape, "bit size overflows".into()))?;
             if bits % 8 != 0 || bits / 8 != r.decoded_len.get() {
-                return Err(bad(format!(
-                    "decoded_len {} does not match shape and dtype ({} bits)",
-                    r.decoded_len.get(),
-                    bits
-                )));
+                return Err(bad(
+                    C::BadShape,
+                    format!(
+                        "decoded_len {} does not match shape and dtype ({bits} bits)",
+                        r.decoded_len.get()
+                    ),
+                ));
             }
-            let data_offset = r.data_offset.get();
-            let data_len = r.data_len.get();
+            // O23f
+            let (data_offset, data_len) = (r.data_offset.get(), r.data_len.get());
             if data_offset % u64::from(alignment) != 0 {
-                return Err(bad(format!(
-                    "data_offset {data_offset} is not a multiple of {alignment}"
-                )));
-            }
-            if data_offset < previous_end {
-                return Err(Error::Overlap {
-                    tensor: i,
-                    offset: data_offset,
-                    previous_end,
+                return Err(Error::BadField {
+                    field: "data_offset",
+                    offset: rec_off + 16,
+                    value: data_offset,
+                    reason: "not a multiple of the alignment",
                 });
             }
-            let section = range("tensor data section", data_offset, data_len, dir_off)?;
-            previous_end = data_offset + data_len;
-            let section_bytes = &data[section.0..section.1];
+            if data_offset < 64 {
+                return Err(Error::OutOfBounds {
+                    what: "tensor data section",
+                    offset: data_offset,
+                    len: data_len,
+                    limit: dir_off,
+                });
+            }
+            range("tensor data section", data_offset, data_len, dir_off)?;
+            // O23g
+            if let Some((prev_off, prev_end)) = previous {
+                if data_offset < prev_off {
+                    return Err(Error::Unsorted {
+                        what: "data section",
+                        offset: rec_off + 16,
+                    });
+                }
+                if data_offset < prev_end {
+                    return Err(Error::Overlap {
+                        tensor: i,
+                        offset: data_offset,
+                        previous_end: prev_end,
+                    });
+                }
+            }
+            previous = Some((data_offset, data_offset + data_len));
+            // O23h
+            let (data_crc, decoded_crc) = (r.data_crc.get(), r.decoded_crc.get());
             match encoding {
-                Encoding::Raw if data_len != r.decoded_len.get() => {
-                    return Err(bad(format!(
-                        "raw data_len {data_len} differs from decoded_len"
-                    )));
+                Encoding::Raw => {
+                    if data_len != r.decoded_len.get() {
+                        return Err(bad(
+                            C::BadLength,
+                            format!("raw data_len {data_len} differs from decoded_len"),
+                        ));
+                    }
+                    if data_crc != decoded_crc {
+                        return Err(Error::Inconsistent {
+                            what: "a raw tensor's data_crc and decoded_crc differ",
+                        });
+                    }
                 }
-                Encoding::Raw => {}
-                Encoding::Bf16Huffman => {
-                    HuffmanView::parse(i, section_bytes, data_offset, elements)?;
-                }
-                Encoding::Bf16Palette4 => {
-                    Palette4View::parse(i, section_bytes, data_offset, elements)?;
+                Encoding::Bf16Huffman | Encoding::Bf16Palette4 => {
+                    if elements == 0 {
+                        return Err(bad(
+                            C::BadEncoding,
+                            "an empty tensor must be stored raw".into(),
+                        ));
+                    }
+                    if elements > limits::MAX_ENCODED_ELEMENTS {
+                        return Err(Error::LimitExceeded {
+                            what: "elements in an encoded tensor",
+                            value: elements,
+                            limit: limits::MAX_ENCODED_ELEMENTS,
+                        });
+                    }
+                    let header_len = if encoding == Encoding::Bf16Huffman {
+                        128
+                    } else {
+                        64
+                    };
+                    if data_len < header_len + elements {
+                        return Err(bad(
+                            C::BadLength,
+                            format!("data_len {data_len} too short for {elements} values"),
+                        ));
+                    }
                 }
             }
             tensors.push(TensorInfo {
@@ -469,12 +557,12 @@ impl<'a> UwFile<'a> {
                 data_offset,
                 data_len,
                 decoded_len: r.decoded_len.get(),
-                data_crc: r.data_crc.get(),
-                decoded_crc: r.decoded_crc.get(),
+                data_crc,
+                decoded_crc,
             });
         }
 
-        // Step 8: names unique.
+        // O24: names unique.
         let mut by_name: Vec<u32> = (0..t_count).collect();
         let name_of = |t: &TensorInfo| &data[t.name.0..t.name.1];
         by_name.sort_unstable_by(|&a, &b| {
@@ -487,6 +575,49 @@ impl<'a> UwFile<'a> {
                     what: "tensor name",
                     name: String::from_utf8_lossy(name_of(a)).into_owned(),
                 });
+            }
+        }
+
+        // O25: metadata.
+        let records =
+            <[MetadataRecord]>::ref_from_bytes(&dir[meta_off as usize..strings_off as usize])
+                .expect("multiple of 16");
+        let mut metadata: Vec<((usize, usize), (usize, usize))> = Vec::with_capacity(records.len());
+        for (j, r) in records.iter().enumerate() {
+            let key = heap_range("metadata key", r.key_offset.get(), r.key_len.get())?;
+            let value = heap_range("metadata value", r.value_offset.get(), r.value_len.get())?;
+            utf8("metadata key", key)?;
+            utf8("metadata value", value)?;
+            if let Some(&(prev, _)) = metadata.last() {
+                let (pk, k) = (&data[prev.0..prev.1], &data[key.0..key.1]);
+                if pk == k {
+                    return Err(Error::Duplicate {
+                        what: "metadata key",
+                        name: String::from_utf8_lossy(k).into_owned(),
+                    });
+                }
+                if pk > k {
+                    return Err(Error::Unsorted {
+                        what: "metadata key",
+                        offset: meta_off + dir_off + 16 * j as u64,
+                    });
+                }
+            }
+            metadata.push((key, value));
+        }
+
+        // Stage S, done at open (§10.3 allows it): section headers, O(1) each.
+        for (i, t) in tensors.iter().enumerate() {
+            let section = &data[t.data_offset as usize..(t.data_offset + t.data_len) as usize];
+            let n: u64 = t.shape[..t.rank].iter().product();
+            match t.encoding {
+                Encoding::Raw => {}
+                Encoding::Bf16Huffman => {
+                    HuffmanView::parse(i, section, t.data_offset, n)?;
+                }
+                Encoding::Bf16Palette4 => {
+                    Palette4View::parse(i, section, t.data_offset, n)?;
+                }
             }
         }
 
@@ -621,49 +752,28 @@ impl<'a> UwFile<'a> {
         Cow::Owned(json)
     }
 
-    /// Checks that every padding byte is zero: between sections, before the
-    /// directory, and between the parts of encoded sections. O(padding).
+    /// Step F1 (spec §10.5): every padding byte of the file is zero: before
+    /// the first section, between sections, before the directory and before
+    /// the trailer. Padding inside sections is checked at decode (D3-D5).
     pub fn check_padding(&self) -> Result<()> {
         let data = self.bytes.get();
         let mut prev = 64usize;
         for t in self.tensors() {
             let start = t.info.data_offset as usize;
-            nonzero(&data[prev..start], "padding between sections", prev as u64)?;
+            zero_padding(&data[prev..start], "padding between sections", prev as u64)?;
             prev = start + t.info.data_len as usize;
-            let base = t.info.data_offset;
-            let section = t.data();
-            let gaps = match t.encoded()? {
-                Encoded::Raw(_) => vec![],
-                Encoded::Huffman(v) => {
-                    let p = v.parts();
-                    vec![
-                        (p.sign_mantissa + v.element_count(), p.chunk_index),
-                        (p.selectors + p.selectors_len, p.exp_stream),
-                    ]
-                }
-                Encoded::Palette4(v) => {
-                    let p = v.parts();
-                    let n = v.header().element_count.get();
-                    vec![
-                        (p.sign_mantissa + n, p.nibbles),
-                        (p.nibbles + n.div_ceil(2), p.exception_positions),
-                    ]
-                }
-            };
-            for (a, b) in gaps {
-                nonzero(
-                    &section[a as usize..b as usize],
-                    "padding between section parts",
-                    base + a,
-                )?;
-            }
         }
-        nonzero(
+        zero_padding(
             &data[prev..self.directory.0],
             "padding before the directory",
             prev as u64,
         )?;
-        Ok(())
+        let trailer = data.len() - 64;
+        zero_padding(
+            &data[self.directory.1..trailer],
+            "padding before the trailer",
+            self.directory.1 as u64,
+        )
     }
 
     /// Full verification (spec: "Full verification"): zero padding, every
@@ -672,6 +782,7 @@ impl<'a> UwFile<'a> {
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<()> {
         self.check_padding()?;
         for t in self.tensors() {
+            t.check_data_crc()?;
             t.decode_to_vec()?;
             progress(t.decoded_len());
         }
@@ -685,6 +796,11 @@ fn push_json_str(out: &mut String, s: &str) {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
             c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
@@ -812,8 +928,76 @@ impl<'f> Tensor<'f> {
         Ok(())
     }
 
-    /// Decodes into `out` (exactly [`Self::decoded_len`] bytes), checking the
-    /// data CRC before and the decoded CRC after: end-to-end verified.
+    /// Decode-time checks of spec §10.4 that the decoders do not make
+    /// themselves: D3 (selector padding bits), D4 and D5 (padding between
+    /// section parts, the unused high nibble) and D7 (nibble 0 under every
+    /// exception). O(padding + exceptions).
+    pub fn check_section_structure(&self) -> Result<()> {
+        let section = self.data();
+        let base = self.info.data_offset;
+        let gap =
+            |a: u64, b: u64, what| zero_padding(&section[a as usize..b as usize], what, base + a);
+        match self.encoded()? {
+            Encoded::Raw(_) => {}
+            Encoded::Huffman(v) => {
+                let p = v.parts();
+                let h = v.header();
+                gap(
+                    p.sign_mantissa + v.element_count(),
+                    p.chunk_index,
+                    "padding after the sign+mantissa plane",
+                )?;
+                gap(
+                    p.selectors + p.selectors_len,
+                    p.exp_stream,
+                    "padding after the selectors",
+                )?;
+                let used_bits =
+                    v.element_count().div_ceil(1 << h.block_log2) * u64::from(h.selector_bits);
+                if used_bits % 8 != 0 {
+                    let last = *v.selectors().last().expect("non-empty when bits are used");
+                    if last >> (used_bits % 8) != 0 {
+                        return Err(Error::NonZeroPadding {
+                            what: "selector padding bits",
+                            offset: base + p.selectors + p.selectors_len - 1,
+                        });
+                    }
+                }
+            }
+            Encoded::Palette4(v) => {
+                let p = v.parts();
+                let n = v.header().element_count.get();
+                gap(
+                    p.sign_mantissa + n,
+                    p.nibbles,
+                    "padding after the sign+mantissa plane",
+                )?;
+                gap(
+                    p.nibbles + n.div_ceil(2),
+                    p.exception_positions,
+                    "padding after the nibble plane",
+                )?;
+                let nibbles = v.nibbles();
+                for (k, pos) in v.exception_positions().enumerate() {
+                    let nibble = nibbles
+                        .get(pos as usize / 2)
+                        .map(|b| (b >> (4 * (pos % 2))) & 0xF);
+                    if nibble.is_some_and(|x| x != 0) {
+                        return Err(Error::CorruptStream {
+                            tensor: self.index,
+                            offset: base + p.exception_positions + 4 * k as u64,
+                            reason: "the nibble under an exception is not 0",
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes into `out` (exactly [`Self::decoded_len`] bytes) with every
+    /// check of spec §10.4: the data CRC (D1), the section structure, the
+    /// stream, and the CRC of the decoded bytes (D9): verified end to end.
     pub fn decode_into(&self, out: &mut [u8]) -> Result<()> {
         if out.len() as u64 != self.decoded_len() {
             return Err(Error::OutputSize {
@@ -822,6 +1006,7 @@ impl<'f> Tensor<'f> {
             });
         }
         self.check_data_crc()?;
+        self.check_section_structure()?;
         match self.encoded()? {
             Encoded::Raw(bytes) => out.copy_from_slice(bytes),
             Encoded::Huffman(v) => v.decoder().decode_all(out)?,

@@ -125,6 +125,103 @@ pub fn build_decode_table(
     }
 }
 
+/// Bits a multi-symbol table entry looks at. 11 bits keep one table at
+/// 16 KiB, so the two tables a tensor usually has fit in a 48 KiB L1 cache;
+/// with typical exponent codes of 2 to 3 bits an entry still yields about 4
+/// exponents.
+pub const MULTI_BITS: u32 = 11;
+/// Entries of a multi-symbol table.
+pub const MULTI_SIZE: usize = 1 << MULTI_BITS;
+/// Most exponents one multi-symbol entry holds (bytes 0..7 of the entry).
+pub const MULTI_MAX_SYMBOLS: u32 = 7;
+
+/// A multi-symbol decode table entry: the exponents of the codes that lie
+/// whole within the next [`MULTI_BITS`] bits, first decoded in byte 0, up to
+/// [`MULTI_MAX_SYMBOLS`]; byte 7 is `count | bits << 3` (`bits` = their total
+/// code length). `count == 0` means the first code is an escape, longer than
+/// [`MULTI_BITS`], or invalid: decode it with the one-symbol table.
+///
+/// Decoding with these entries yields exactly what one-symbol decoding does;
+/// the entry only batches the lookups.
+pub type MultiEntry = u64;
+
+/// A multi-symbol decode table, indexed by the next [`MULTI_BITS`] stream bits.
+pub type MultiTable = [MultiEntry; MULTI_SIZE];
+
+/// Exponents held by a multi-symbol entry.
+#[inline(always)]
+pub fn multi_count(e: MultiEntry) -> u32 {
+    (e >> 56) as u32 & 7
+}
+
+/// Bits consumed by the exponents of a multi-symbol entry.
+#[inline(always)]
+pub fn multi_bits(e: MultiEntry) -> u32 {
+    (e >> 59) as u32
+}
+
+/// Builds the multi-symbol table for validated `lengths` (symbols and escape
+/// as in [`build_decode_table`]).
+pub fn build_multi_table(lengths: &[u8], palette: &[u8], escape: Option<usize>) -> Box<MultiTable> {
+    let codes = canonical_codes(lengths);
+    // Escapes never enter an entry: their literal is decoded on its own.
+    let mut symbols: Vec<(usize, u32, u64)> = lengths
+        .iter()
+        .enumerate()
+        .filter(|&(sym, &len)| len != 0 && u32::from(len) <= MULTI_BITS && escape != Some(sym))
+        .map(|(sym, &len)| {
+            (
+                usize::from(reverse_bits(codes[sym], len)),
+                u32::from(len),
+                u64::from(palette[sym]),
+            )
+        })
+        .collect();
+    symbols.sort_by_key(|s| s.1);
+    let mut table: Box<MultiTable> = vec![0; MULTI_SIZE]
+        .into_boxed_slice()
+        .try_into()
+        .expect("the vector has MULTI_SIZE entries");
+    fill_multi(&mut table, &symbols, 0, 0, 0, 0);
+    table
+}
+
+/// Writes the entry of the code sequence read so far (`count` exponents in
+/// `exps`, `used` bits, bit pattern `prefix`) to every index that starts with
+/// it, then lets each one-symbol extension that still fits overwrite its
+/// share: every index ends with the longest sequence it starts with.
+fn fill_multi(
+    table: &mut MultiTable,
+    symbols: &[(usize, u32, u64)],
+    prefix: usize,
+    used: u32,
+    count: u32,
+    exps: u64,
+) {
+    if count > 0 {
+        let entry = exps | u64::from(count | used << 3) << 56;
+        for idx in (prefix..MULTI_SIZE).step_by(1 << used) {
+            table[idx] = entry;
+        }
+    }
+    if count == MULTI_MAX_SYMBOLS {
+        return;
+    }
+    for &(code, len, exp) in symbols {
+        if used + len > MULTI_BITS {
+            break;
+        }
+        fill_multi(
+            table,
+            symbols,
+            prefix | code << used,
+            used + len,
+            count + 1,
+            exps | exp << (8 * count),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +266,39 @@ mod tests {
             }
         }
         assert!(table.iter().all(|&e| entry_len(e) != 0));
+    }
+
+    #[test]
+    fn multi_table_matches_one_symbol_decoding() {
+        let cases: [(&[u8], Option<usize>); 4] = [
+            (&[2, 1, 3, 3], Some(3)),
+            (&[1], None),
+            (&[1, 2, 4, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12, 12], Some(13)),
+            (&[1, 1], None),
+        ];
+        for (lengths, escape) in cases {
+            assert!(validate_lengths(lengths, 12).is_ok(), "{lengths:?}");
+            let palette: Vec<u8> = (100..100 + lengths.len() as u8).collect();
+            let mut single = vec![0; 1 << 12];
+            build_decode_table(lengths, &palette, escape, 12, &mut single);
+            let multi = build_multi_table(lengths, &palette, escape);
+            for (idx, &m) in multi.iter().enumerate() {
+                // Decode greedily with the one-symbol table, as a reference.
+                let (mut bits, mut used, mut exps) = (idx as u64, 0, Vec::new());
+                while exps.len() < MULTI_MAX_SYMBOLS as usize {
+                    let e = single[(bits & 0xFFF) as usize];
+                    let len = entry_len(e);
+                    if len == 0 || entry_escape(e) == 1 || used + len > MULTI_BITS {
+                        break;
+                    }
+                    exps.push(entry_exponent(e));
+                    bits >>= len;
+                    used += len;
+                }
+                assert_eq!(multi_count(m) as usize, exps.len(), "index {idx:#x}");
+                assert_eq!(multi_bits(m), if exps.is_empty() { 0 } else { used });
+                assert_eq!(&m.to_le_bytes()[..exps.len()], &exps[..]);
+            }
+        }
     }
 }

@@ -13,5 +13,5 @@ pub mod layout;
 
 pub use decode::{HuffmanDecoder, HuffmanView, Palette4View};
 pub use dtype::Dtype;
-pub use error::{Checksummed, Error, Result};
+pub use error::{Checksummed, Condition, Error, Result};
 pub use file::{Encoded, Encoding, Tensor, UwFile};
