@@ -1,7 +1,7 @@
 //! safetensors -> `.uw` (spec: "Reference encoder choices").
 
 use std::borrow::Cow;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -80,7 +80,12 @@ pub fn parse_safetensors(buf: &[u8]) -> Result<Source<'_>, String> {
     let data = &buf[8 + header_len..];
     let infos = meta.tensors();
     let mut tensors = Vec::with_capacity(infos.len());
-    for name in meta.offset_keys() {
+    let mut names = meta.offset_keys();
+    // Empty tensors share data offsets and the parser orders such ties by
+    // hash-map iteration, which differs between runs: order ties by name so
+    // the output is a pure function of the input.
+    names.sort_by(|a, b| (infos[a].data_offsets, a).cmp(&(infos[b].data_offsets, b)));
+    for name in names {
         let info = infos[&name];
         let dtype_name = format!("{:?}", info.dtype);
         let dtype = Dtype::from_name(&dtype_name)
@@ -100,6 +105,23 @@ pub fn parse_safetensors(buf: &[u8]) -> Result<Source<'_>, String> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     metadata.sort();
+    // Spec §6.2: the verbatim header must describe exactly these tensors, or
+    // the reconstruction would not be this file. Refuse rather than guess.
+    let expected: Vec<crate::source_header::Expected<'_>> = tensors
+        .iter()
+        .map(|t| crate::source_header::Expected {
+            name: &t.name,
+            dtype: t.dtype.name(),
+            shape: &t.shape,
+            decoded_len: t.bytes.len() as u64,
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    crate::source_header::check(header, &expected, &pairs)
+        .map_err(|e| format!("header cannot be stored verbatim: {e}"))?;
     Ok(Source {
         header,
         metadata,
@@ -214,4 +236,46 @@ pub fn convert<W: Write>(
         .finish(&source.metadata, Some(source.header))
         .map_err(ConvertError::Io)?;
     Ok((out, finished, outcomes))
+}
+
+/// [`convert`] to a seekable output, then rewrites the file header with the
+/// directory's location (which a streaming writer cannot know up front), so
+/// a reader finds the directory from the front too. This is exactly what
+/// `uw convert` writes; the output is left positioned at its end.
+pub fn convert_seekable<W: Write + Seek>(
+    source: &Source<'_>,
+    out: W,
+    opts: &ConvertOptions,
+    progress: &(dyn Fn(u64) + Sync),
+    cancel: &AtomicBool,
+) -> Result<(W, crate::container::Finished, Vec<TensorOutcome>), ConvertError> {
+    let (mut out, finished, outcomes) = convert(source, out, opts, progress, cancel)?;
+    let header = crate::container::header_bytes(
+        opts.alignment,
+        Some((finished.directory_offset, finished.directory_len)),
+    );
+    (|| {
+        out.seek(SeekFrom::Start(0))?;
+        out.write_all(&header)?;
+        out.seek(SeekFrom::End(0))?;
+        out.flush()
+    })()
+    .map_err(ConvertError::Io)?;
+    Ok((out, finished, outcomes))
+}
+
+/// Converts `source` to an in-memory `.uw` file, byte for byte what
+/// `uw convert` writes with the same options.
+pub fn convert_to_vec(
+    source: &Source<'_>,
+    opts: &ConvertOptions,
+) -> Result<(Vec<u8>, Vec<TensorOutcome>), ConvertError> {
+    let (out, _, outcomes) = convert_seekable(
+        source,
+        std::io::Cursor::new(Vec::new()),
+        opts,
+        &|_| {},
+        &AtomicBool::new(false),
+    )?;
+    Ok((out.into_inner(), outcomes))
 }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod bench;
 pub mod bf16_huffman;
 pub mod bf16_split;
 pub mod bitwriter;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod huffman_build;
 pub mod palette4;
 pub mod restore;
+pub mod source_header;
 
 pub use convert::{ConvertOptions, Target, convert, encode_tensor, parse_safetensors};
 pub use error::{Error, Result};

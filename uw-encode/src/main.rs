@@ -95,6 +95,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time the encoders and decoders in memory, next to memcpy and zstd -3.
+    Bench {
+        /// A .safetensors or .uw file.
+        file: PathBuf,
+        /// Worker threads (default: one thread, then all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Runs per measurement; the fastest is reported.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
 }
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
@@ -224,6 +235,20 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Verify { file, quiet, json } => verify(&file, quiet, json),
+        Command::Bench {
+            file,
+            threads,
+            repeats,
+        } => {
+            // Without --threads: one thread, then all cores, and the speed-up.
+            let pools = match threads {
+                Some(n) => vec![n],
+                None => vec![1, 0],
+            };
+            let report = uw_encode::bench::run(&file, &pools, repeats).map_err(Error::BadInput)?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -278,31 +303,20 @@ fn convert_file(
         .unwrap_or_default();
     let bar = progress_bar(total, quiet, &format!("convert {name}"));
     let tmp_path = PathBuf::from(format!("{} (temporary)", out_display(input)));
+    // The output is a seekable file: the directory is recorded in the header too.
     let result = {
         let writer = out.writer();
-        uw_encode::convert(&source, writer, opts, &|n| bar.inc(n), &CANCEL)
+        uw_encode::convert::convert_seekable(&source, writer, opts, &|n| bar.inc(n), &CANCEL)
+            .map(|(_, finished, outcomes)| (finished, outcomes))
     };
     bar.finish_and_clear();
-    let (mut writer, finished, outcomes) = result.map_err(|e| match e {
+    let (finished, outcomes) = result.map_err(|e| match e {
         ConvertError::Io(source) => Error::Io {
             path: tmp_path.clone(),
             source,
         },
         ConvertError::Interrupted => Error::Interrupted,
     })?;
-    // The output is a seekable file: record the directory in the header too.
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let header = uw_encode::container::header_bytes(
-            opts.alignment,
-            Some((finished.directory_offset, finished.directory_len)),
-        );
-        let f = writer.get_mut();
-        f.seek(SeekFrom::Start(0)).at(&tmp_path)?;
-        f.write_all(&header).at(&tmp_path)?;
-        writer.flush().at(&tmp_path)?;
-    }
-    drop(writer);
     out.commit()?;
     Ok(Totals {
         files: 1,
@@ -397,8 +411,15 @@ fn open_uw(path: &Path) -> Result<UwFile<'static>> {
     })
 }
 
+/// Step R1 (spec §6.2): the stored source header matches the directory.
+fn check_source_header(path: &Path, file: &UwFile<'_>) -> Result<()> {
+    uw_encode::source_header::check_file(file)
+        .map_err(|m| Error::BadInput(format!("{}: BadSourceHeader: {m}", path.display())))
+}
+
 fn decode_file(input: &Path, mut out: AtomicFile, quiet: bool) -> Result<(u64, u64)> {
     let file = open_uw(input)?;
+    check_source_header(input, &file)?;
     let total: u64 = file.tensors().map(|t| t.decoded_len()).sum();
     let stored = file.as_bytes().len() as u64;
     let name = input
@@ -602,6 +623,7 @@ fn verify(path: &Path, quiet: bool, json: bool) -> Result<ExitCode> {
             })
             .map_err(fault)?;
         file.check_padding().map_err(fault)?;
+        check_source_header(path, &file)?;
         bar.finish_and_clear();
         Ok((tensors.len(), total))
     })();

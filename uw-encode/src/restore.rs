@@ -16,6 +16,7 @@ pub fn decode_tensor_parallel(t: &Tensor<'_>, out: &mut [u8]) -> uw_format::Resu
         });
     }
     t.check_data_crc()?;
+    t.check_section_structure()?;
     match t.encoded()? {
         Encoded::Huffman(view) => {
             let decoder = view.decoder();
