@@ -294,7 +294,12 @@ impl fmt::Display for Error {
                     "truncated file: {what} needs {needed} bytes, file has {len}"
                 )
             }
-            BadMagic { offset } => write!(f, "not a .uw file: bad signature at offset {offset}"),
+            BadMagic { offset: 0 } => write!(f, "not a .uw file: bad signature at offset 0"),
+            // The end signature is missing: most often the file was cut short.
+            BadMagic { offset } => write!(
+                f,
+                "no .uw end signature at offset {offset}: the file is truncated, or not a .uw file"
+            ),
             UnsupportedVersion { major, minor } => write!(
                 f,
                 "unsupported .uw version {major}.{minor} (this reader reads major version 1)"

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
 use uw_format::{Encoded, Tensor, UwFile};
 
 use crate::error::GpuError;
@@ -28,7 +30,10 @@ pub struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu").field("ordinal", &self.ctx.ordinal()).field("arch", &self.arch).finish()
+        f.debug_struct("Gpu")
+            .field("ordinal", &self.ctx.ordinal())
+            .field("arch", &self.arch)
+            .finish()
     }
 }
 
@@ -94,7 +99,10 @@ impl Gpu {
         let n_bytes = t.decoded_len() as usize;
         let mut out = self.stream.alloc_zeros::<u8>(n_bytes.max(1))?;
         self.decode_section_into(t, &section, &mut out)?;
-        Ok(DeviceTensor { name: t.name().to_owned(), bytes: out })
+        Ok(DeviceTensor {
+            name: t.name().to_owned(),
+            bytes: out,
+        })
     }
 
     /// Decodes an uploaded `section` of tensor `t` into `out` (at least
@@ -109,7 +117,8 @@ impl Gpu {
         match t.encoded()? {
             Encoded::Raw(_) => {
                 if t.decoded_len() > 0 {
-                    self.stream.memcpy_dtod(section, &mut out.slice_mut(..section.len()))?;
+                    self.stream
+                        .memcpy_dtod(section, &mut out.slice_mut(..section.len()))?;
                 }
             }
             Encoded::Palette4(v) => {
@@ -126,7 +135,14 @@ impl Gpu {
                 let threads = n.div_ceil(8);
                 let cfg = LaunchConfig::for_num_elems(threads.min(1 << 30) as u32);
                 let mut b = self.stream.launch_builder(&self.palette4);
-                b.arg(&sm).arg(&nib).arg(&lo).arg(&hi).arg(&plen).arg(&n).arg(&mut *out).arg(&mut error);
+                b.arg(&sm)
+                    .arg(&nib)
+                    .arg(&lo)
+                    .arg(&hi)
+                    .arg(&plen)
+                    .arg(&n)
+                    .arg(&mut *out)
+                    .arg(&mut error);
                 launch(b, cfg)?;
                 let count = h.exception_count.get();
                 if count > 0 {
@@ -134,7 +150,13 @@ impl Gpu {
                     let exps = section.slice(p.exception_exponents as usize..);
                     let cfg = LaunchConfig::for_num_elems(count.min(1 << 30) as u32);
                     let mut b = self.stream.launch_builder(&self.exceptions);
-                    b.arg(&pos).arg(&exps).arg(&sm).arg(&count).arg(&n).arg(&mut *out).arg(&mut error);
+                    b.arg(&pos)
+                        .arg(&exps)
+                        .arg(&sm)
+                        .arg(&count)
+                        .arg(&n)
+                        .arg(&mut *out)
+                        .arg(&mut error);
                     launch(b, cfg)?;
                 }
             }
@@ -149,19 +171,37 @@ impl Gpu {
                 let (exp_len, n) = (h.exp_stream_len.get(), h.element_count.get());
                 let chunk_count = h.chunk_count.get();
                 let (chunk_log2, block_log2) = (u32::from(h.chunk_log2), u32::from(h.block_log2));
-                let (sel_bits, max_len, table_count) =
-                    (u32::from(h.selector_bits), u32::from(h.max_code_len), u32::from(h.table_count));
+                let (sel_bits, max_len, table_count) = (
+                    u32::from(h.selector_bits),
+                    u32::from(h.max_code_len),
+                    u32::from(h.table_count),
+                );
                 let cfg = LaunchConfig::for_num_elems(chunk_count);
                 let mut b = self.stream.launch_builder(&self.huffman);
-                b.arg(&sm).arg(&idx).arg(&sel).arg(&exp).arg(&exp_len).arg(&n);
-                b.arg(&chunk_count).arg(&chunk_log2).arg(&block_log2).arg(&sel_bits);
-                b.arg(&max_len).arg(&table_count).arg(&tables).arg(&mut *out).arg(&mut error);
+                b.arg(&sm)
+                    .arg(&idx)
+                    .arg(&sel)
+                    .arg(&exp)
+                    .arg(&exp_len)
+                    .arg(&n);
+                b.arg(&chunk_count)
+                    .arg(&chunk_log2)
+                    .arg(&block_log2)
+                    .arg(&sel_bits);
+                b.arg(&max_len)
+                    .arg(&table_count)
+                    .arg(&tables)
+                    .arg(&mut *out)
+                    .arg(&mut error);
                 launch(b, cfg)?;
             }
         }
         let code = self.stream.clone_dtoh(&error)?[0];
         if code != 0 {
-            return Err(GpuError::Corrupt { tensor: t.index(), code });
+            return Err(GpuError::Corrupt {
+                tensor: t.index(),
+                code,
+            });
         }
         Ok(())
     }
@@ -190,7 +230,13 @@ pub fn host_tables(v: &uw_format::HuffmanView<'_>) -> Vec<u32> {
     let escape = (h.has_escape == 1).then_some(usize::from(h.palette_len));
     let mut tables = vec![0u32; size * usize::from(h.table_count)];
     for (t, table) in tables.chunks_exact_mut(size).enumerate() {
-        uw_format::huffman::build_decode_table(&h.code_lengths[t][..symbols], v.palette(), escape, h.max_code_len, table);
+        uw_format::huffman::build_decode_table(
+            &h.code_lengths[t][..symbols],
+            v.palette(),
+            escape,
+            h.max_code_len,
+            table,
+        );
     }
     tables
 }

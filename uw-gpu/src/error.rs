@@ -38,7 +38,10 @@ impl fmt::Display for GpuError {
             GpuError::Compile(m) => write!(f, "kernel compilation failed: {m}"),
             GpuError::Format(e) => write!(f, "{e}"),
             GpuError::Corrupt { tensor, code } => {
-                write!(f, "tensor {tensor}: the GPU decoder found a corrupt stream (code {code})")
+                write!(
+                    f,
+                    "tensor {tensor}: the GPU decoder found a corrupt stream (code {code})"
+                )
             }
         }
     }

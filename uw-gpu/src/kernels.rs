@@ -15,7 +15,11 @@ pub const PALETTE4: &str = include_str!("kernels/palette4.cu");
 pub const HUFFMAN: &str = include_str!("kernels/huffman.cu");
 
 /// Names of every kernel entry point, for loading and for checks.
-pub const KERNEL_NAMES: [&str; 3] = ["uw_palette4_to_bf16", "uw_palette4_exceptions", "uw_huffman_to_bf16"];
+pub const KERNEL_NAMES: [&str; 3] = [
+    "uw_palette4_to_bf16",
+    "uw_palette4_exceptions",
+    "uw_huffman_to_bf16",
+];
 
 /// The whole module source: common definitions then each kernel file.
 pub fn module_source() -> String {
@@ -57,5 +61,6 @@ pub fn compile(arch: &'static str) -> Result<Ptx, GpuError> {
         options: vec!["--std=c++17".into()],
         ..Default::default()
     };
-    cudarc::nvrtc::compile_ptx_with_opts(module_source(), opts).map_err(|e| GpuError::Compile(format!("{e:?}")))
+    cudarc::nvrtc::compile_ptx_with_opts(module_source(), opts)
+        .map_err(|e| GpuError::Compile(format!("{e:?}")))
 }

@@ -82,7 +82,11 @@ pub fn huffman_to_bf16(v: &HuffmanView<'_>, tables: &[u32]) -> Result<Vec<u16>, 
     let mut out = vec![0u16; n as usize];
     for c in 0..chunk_count {
         let start = u64::from(index[c]);
-        let end = if c + 1 < chunk_count { u64::from(index[c + 1]) } else { exp_len };
+        let end = if c + 1 < chunk_count {
+            u64::from(index[c + 1])
+        } else {
+            exp_len
+        };
         if (c == 0 && start != 0) || start > end || end > exp_len {
             return Err(codes::CHUNK_INDEX);
         }
@@ -103,7 +107,11 @@ pub fn huffman_to_bf16(v: &HuffmanView<'_>, tables: &[u32]) -> Result<Vec<u16>, 
                 table = &tables[t as usize * table_size..][..table_size];
             }
             while count <= 56 {
-                let byte = if pos < end { u64::from(exp[pos as usize]) } else { 0 };
+                let byte = if pos < end {
+                    u64::from(exp[pos as usize])
+                } else {
+                    0
+                };
                 buf |= byte << count;
                 count += 8;
                 pos += 1;
@@ -114,7 +122,11 @@ pub fn huffman_to_bf16(v: &HuffmanView<'_>, tables: &[u32]) -> Result<Vec<u16>, 
                 return Err(codes::NO_CODE);
             }
             let esc = (e >> 12) & 1;
-            let exponent = if esc != 0 { (buf >> len) as u32 & 0xFF } else { e & 0xFF };
+            let exponent = if esc != 0 {
+                (buf >> len) as u32 & 0xFF
+            } else {
+                e & 0xFF
+            };
             let used = len + 8 * esc;
             buf >>= used;
             count -= used;

@@ -12,9 +12,13 @@ use uw_format::{Encoded, UwFile};
 use uw_gpu::{Gpu, GpuError, kernels, mirror};
 
 fn sample() -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/all-minilm-l6-v2-mlp-sample.safetensors");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/all-minilm-l6-v2-mlp-sample.safetensors"
+    );
     std::fs::read(path).unwrap_or_else(|_| {
-        std::fs::read("/work/shared/weights/all-minilm-l6-v2-mlp-sample.safetensors").expect("sample weights")
+        std::fs::read("/work/shared/weights/all-minilm-l6-v2-mlp-sample.safetensors")
+            .expect("sample weights")
     })
 }
 
@@ -23,31 +27,50 @@ fn sample() -> Vec<u8> {
 fn encoded(target: Target, chunk_log2: u8, block_log2: u8) -> Vec<u8> {
     let input = sample();
     let source = uw_encode::parse_safetensors(&input).expect("valid safetensors");
-    let mut opts = ConvertOptions { target, ..Default::default() };
+    let mut opts = ConvertOptions {
+        target,
+        ..Default::default()
+    };
     opts.huffman.chunk_log2 = chunk_log2;
     opts.huffman.block_log2 = block_log2;
-    let (out, _, _) = uw_encode::convert(&source, Vec::new(), &opts, &|_| {}, &AtomicBool::new(false))
-        .expect("conversion succeeds");
+    let (out, _, _) =
+        uw_encode::convert(&source, Vec::new(), &opts, &|_| {}, &AtomicBool::new(false))
+            .expect("conversion succeeds");
     out
 }
 
 fn reference(t: &uw_format::Tensor<'_>) -> Vec<u16> {
-    t.decode_to_vec().expect("CPU decode").chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+    t.decode_to_vec()
+        .expect("CPU decode")
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 #[test]
 fn mirrors_match_the_cpu_decoder_on_real_weights() {
-    for (target, chunk_log2, block_log2) in [(Target::Huffman, 14, 9), (Target::Huffman, 10, 6), (Target::Palette4, 14, 9)] {
+    for (target, chunk_log2, block_log2) in [
+        (Target::Huffman, 14, 9),
+        (Target::Huffman, 10, 6),
+        (Target::Palette4, 14, 9),
+    ] {
         let bytes = encoded(target, chunk_log2, block_log2);
         let file = UwFile::from_bytes(&bytes).expect("valid file");
         let mut checked = 0;
         for t in file.tensors() {
             let got = match t.encoded().expect("parses") {
-                Encoded::Huffman(v) => mirror::huffman_to_bf16(&v, &uw_gpu::device::host_tables(&v)),
+                Encoded::Huffman(v) => {
+                    mirror::huffman_to_bf16(&v, &uw_gpu::device::host_tables(&v))
+                }
                 Encoded::Palette4(v) => mirror::palette4_to_bf16(&v),
                 Encoded::Raw(_) => continue,
             };
-            assert_eq!(got.expect("mirror decodes"), reference(&t), "tensor {}", t.name());
+            assert_eq!(
+                got.expect("mirror decodes"),
+                reference(&t),
+                "tensor {}",
+                t.name()
+            );
             checked += 1;
         }
         assert!(checked >= 5, "every sample tensor is encoded");
@@ -68,7 +91,10 @@ fn every_kernel_compiles_with_nvrtc() {
         let ptx = kernels::compile(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
         let text = ptx.to_src();
         for name in kernels::KERNEL_NAMES {
-            assert!(text.contains(&format!(".entry {name}")), "{arch}: PTX lacks {name}");
+            assert!(
+                text.contains(&format!(".entry {name}")),
+                "{arch}: PTX lacks {name}"
+            );
         }
     }
 }
@@ -99,10 +125,21 @@ fn kernels_are_bit_exact_on_a_gpu() {
         for t in file.tensors() {
             let section = gpu.upload_section(&t).expect("upload");
             // Poison the output so an element the kernel skips shows up.
-            let mut out = gpu.stream().clone_htod(&vec![0xA5u8; t.decoded_len() as usize]).expect("alloc");
-            gpu.decode_section_into(&t, &section, &mut out).expect("decode");
-            let got = gpu.to_host(&out, t.decoded_len() as usize).expect("copy back");
-            assert_eq!(got, t.decode_to_vec().expect("CPU decode"), "tensor {}", t.name());
+            let mut out = gpu
+                .stream()
+                .clone_htod(&vec![0xA5u8; t.decoded_len() as usize])
+                .expect("alloc");
+            gpu.decode_section_into(&t, &section, &mut out)
+                .expect("decode");
+            let got = gpu
+                .to_host(&out, t.decoded_len() as usize)
+                .expect("copy back");
+            assert_eq!(
+                got,
+                t.decode_to_vec().expect("CPU decode"),
+                "tensor {}",
+                t.name()
+            );
         }
     }
 }
