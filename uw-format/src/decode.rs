@@ -39,6 +39,19 @@ fn check_palette(palette: &[u8], offset: u64) -> Result<()> {
     Ok(())
 }
 
+/// Palette entries past `palette_len` must be 0 (spec S3/S15: BadPalette).
+fn check_unused_palette(unused: &[u8], offset: u64) -> Result<()> {
+    match unused.iter().position(|&b| b != 0) {
+        Some(i) => Err(bad(
+            "palette",
+            offset + i as u64,
+            u64::from(unused[i]),
+            "entry past palette_len is not 0",
+        )),
+        None => Ok(()),
+    }
+}
+
 fn check_zero(bytes: &[u8], what: &'static str, offset: u64) -> Result<()> {
     match bytes.iter().position(|&b| b != 0) {
         Some(i) => Err(Error::NonZeroReserved {
@@ -144,23 +157,24 @@ impl<'a> HuffmanView<'a> {
         }
         check_zero(&[h.reserved0], "Huffman header reserved byte", offset + 15)?;
         check_palette(&h.palette[..usize::from(p)], offset + 16)?;
-        check_zero(
-            &h.palette[usize::from(p)..],
-            "unused palette entry",
-            offset + 16 + u64::from(p),
-        )?;
+        check_unused_palette(&h.palette[usize::from(p)..], offset + 16 + u64::from(p))?;
         let symbols = usize::from(p) + usize::from(h.has_escape);
         for (ti, lengths) in h.code_lengths.iter().enumerate() {
-            let table_offset = offset + 32 + 17 * ti as u64;
+            // Spec S8: lengths of tables >= T and symbols >= K are 0 (BadHuffmanTable).
+            let unused = |reason| Error::BadHuffmanTable {
+                tensor,
+                table: ti,
+                reason,
+            };
             if ti >= usize::from(t) {
-                check_zero(lengths, "unused code table", table_offset)?;
+                if lengths.iter().any(|&l| l != 0) {
+                    return Err(unused("a table past table_count has code lengths"));
+                }
                 continue;
             }
-            check_zero(
-                &lengths[symbols..],
-                "code length of an absent symbol",
-                table_offset,
-            )?;
+            if lengths[symbols..].iter().any(|&l| l != 0) {
+                return Err(unused("a symbol past the alphabet has a code length"));
+            }
             huffman::validate_lengths(&lengths[..symbols], h.max_code_len).map_err(|reason| {
                 Error::BadHuffmanTable {
                     tensor,
@@ -189,6 +203,14 @@ impl<'a> HuffmanView<'a> {
                 "must be ceil(n / chunk)",
             ));
         }
+        // S11 before S12: chunk offsets are u32.
+        if h.exp_stream_len.get() > u64::from(u32::MAX) {
+            return Err(Error::LimitExceeded {
+                what: "exponent stream length",
+                value: h.exp_stream_len.get(),
+                limit: u32::MAX.into(),
+            });
+        }
         let parts = HuffmanParts::compute(
             n,
             chunk_count,
@@ -211,13 +233,6 @@ impl<'a> HuffmanView<'a> {
                     section.len(),
                     parts.end
                 ),
-            });
-        }
-        if h.exp_stream_len.get() > u64::from(u32::MAX) {
-            return Err(Error::LimitExceeded {
-                what: "exponent stream length",
-                value: h.exp_stream_len.get(),
-                limit: u32::MAX.into(),
             });
         }
         // All ranges below lie inside `section` since parts.end == section.len().
@@ -363,45 +378,6 @@ fn decode_one(
     Ok(())
 }
 
-/// Decodes exponents into `out[k..]` with the multi-symbol table while a
-/// whole entry (up to 7 values) fits before `end`; returns where it stopped.
-/// Entries that need the one-symbol table (escapes, long codes) go through
-/// [`decode_one`]. Output is the same as decoding one symbol at a time.
-#[inline(always)]
-fn decode_multi(
-    r: &mut BitReader<'_>,
-    multi: &MultiTable,
-    table: &[Entry],
-    mask: u64,
-    out: &mut [u8; PIECE + SLACK],
-    mut k: usize,
-    end: usize,
-) -> core::result::Result<usize, u64> {
-    const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
-    let end = end.min(PIECE);
-    'refill: while k + MAX <= end {
-        r.refill();
-        for _ in 0..LOOKUPS_PER_REFILL {
-            if k + MAX > end {
-                break 'refill;
-            }
-            let e = multi[(r.bits() & (huffman::MULTI_SIZE as u64 - 1)) as usize];
-            let count = huffman::multi_count(e) as usize;
-            if count == 0 {
-                decode_one(r, table, mask, &mut out[k])?;
-                k += 1;
-                continue 'refill;
-            }
-            // All 8 bytes are stored; the ones past `count` are overwritten
-            // by the next entry or lie in the slack.
-            out[k..k + 8].copy_from_slice(&e.to_le_bytes());
-            k += count;
-            r.consume(huffman::multi_bits(e));
-        }
-    }
-    Ok(k)
-}
-
 /// Writes BF16 little-endian words joined from exponents and sign+mantissa
 /// bytes (spec: "BF16 split"). Fixed-size groups let the compiler vectorize.
 #[inline]
@@ -415,8 +391,10 @@ fn join_into(exps: &[u8], sm: &[u8], out: &mut [u8]) {
         let e: &[u8; G] = e.try_into().expect("group size");
         let s: &[u8; G] = s.try_into().expect("group size");
         for i in 0..G {
-            o[2 * i] = (e[i] << 7) | (s[i] & 0x7F);
-            o[2 * i + 1] = (s[i] & 0x80) | (e[i] >> 1);
+            // In 16-bit lanes: SSE2 has 16-bit shifts but no 8-bit ones.
+            let (e, s) = (u16::from(e[i]), u16::from(s[i]));
+            let w = e << 7 | (s & 0x7F) | (s & 0x80) << 8;
+            o[2 * i..2 * i + 2].copy_from_slice(&w.to_le_bytes());
         }
     }
     let tail = o.into_remainder();
@@ -427,6 +405,33 @@ fn join_into(exps: &[u8], sm: &[u8], out: &mut [u8]) {
     {
         o.copy_from_slice(&bf16::join(e, s).to_le_bytes());
     }
+}
+
+/// A multi-symbol table whose entries all defer to the one-symbol table:
+/// stands in where building real ones would not pay.
+static NO_MULTI: MultiTable = [0; huffman::MULTI_SIZE];
+
+/// Chunks decoded together, interleaved in one loop. A Huffman decoder is a
+/// chain of dependent steps (bits -> table entry -> bits consumed -> next
+/// bits); chunks are independent streams, so interleaving several lets the
+/// CPU overlap their chains.
+const LANES: usize = 4;
+
+/// One chunk being decoded, possibly interleaved with others.
+struct Lane<'t, 'd> {
+    reader: BitReader<'d>,
+    /// Offset of the chunk's bits in the exponent stream (for errors).
+    data_start: u64,
+    /// Next value of the current piece to decode.
+    k: usize,
+    /// End of the current run of values that share one table (in the piece).
+    seg_end: usize,
+    multi: &'t MultiTable,
+    table: &'t [Entry],
+    /// First value of the current piece, as an element index of the tensor.
+    piece_start: usize,
+    piece_len: usize,
+    done: bool,
 }
 
 /// Decode tables for one bf16-huffman tensor.
@@ -497,50 +502,149 @@ impl<'a> HuffmanDecoder<'a> {
         Ok(id)
     }
 
-    /// Decodes the exponents of chunk `c` in pieces of at most [`PIECE`]
-    /// values, calling `emit(offset_in_chunk, exponents)` for each in order.
-    #[inline(always)]
-    fn decode_chunk_pieces(&self, c: usize, mut emit: impl FnMut(usize, &[u8])) -> Result<()> {
-        let v = &self.view;
-        let h = &v.header;
-        let (data, data_start) = self.chunk_stream(c)?;
-        let range = v.chunk_range(c);
+    fn no_code(&self, data_start: u64, bitpos: u64) -> Error {
+        self.corrupt("bits match no code", data_start + bitpos / 8)
+    }
+
+    /// Moves `lane` on until the multi-symbol loop can take a whole entry
+    /// again: decodes one at a time the last values of a run of blocks that
+    /// share a table, then starts the next run, or marks the piece done.
+    fn lane_boundary<'t>(
+        &'t self,
+        lane: &mut Lane<'t, '_>,
+        out: &mut [u8; PIECE + SLACK],
+    ) -> Result<()> {
+        const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
+        let h = &self.view.header;
         let size = 1usize << h.max_code_len;
         let mask = size as u64 - 1;
-        let mut reader = BitReader::new(data);
-        let mut scratch = [0u8; PIECE + SLACK];
-        let no_code = |bitpos: u64| self.corrupt("bits match no code", data_start + bitpos / 8);
-        let mut piece_start = range.start;
-        while piece_start < range.end {
-            let piece_end = (piece_start + PIECE).min(range.end);
-            let mut at = piece_start;
-            // Segments of the piece that share one table (a block or part of one).
-            while at < piece_end {
-                let block = at >> h.block_log2;
-                let seg_end = ((block + 1) << h.block_log2).min(piece_end);
-                let t = self.table_of(block)?;
-                let table = &self.tables[t * size..][..size];
-                let (lo, hi) = (at - piece_start, seg_end - piece_start);
-                let mut k = match self.multi.get(t) {
-                    Some(multi) => {
-                        decode_multi(&mut reader, multi, table, mask, &mut scratch, lo, hi)
-                            .map_err(no_code)?
-                    }
-                    None => lo,
-                };
-                while k < hi {
-                    decode_one(&mut reader, table, mask, &mut scratch[k]).map_err(no_code)?;
-                    k += 1;
-                }
-                at = seg_end;
+        loop {
+            if lane.k + MAX <= lane.seg_end {
+                return Ok(());
             }
-            emit(
-                piece_start - range.start,
-                &scratch[..piece_end - piece_start],
-            );
-            piece_start = piece_end;
+            if lane.k < lane.seg_end {
+                decode_one(&mut lane.reader, lane.table, mask, &mut out[lane.k])
+                    .map_err(|b| self.no_code(lane.data_start, b))?;
+                lane.k += 1;
+                continue;
+            }
+            if lane.seg_end == lane.piece_len {
+                lane.done = true;
+                return Ok(());
+            }
+            let at = lane.piece_start + lane.seg_end;
+            let block = at >> h.block_log2;
+            let t = self.table_of(block)?;
+            // Later blocks with the same table join the run (a bad selector
+            // ends it, to be reported when its block is reached).
+            let piece_end = lane.piece_start + lane.piece_len;
+            let mut end = (block + 1) << h.block_log2;
+            while end < piece_end && self.table_of(end >> h.block_log2).ok() == Some(t) {
+                end += 1 << h.block_log2;
+            }
+            lane.seg_end = end.min(piece_end) - lane.piece_start;
+            lane.table = &self.tables[t * size..][..size];
+            lane.multi = self.multi.get(t).map_or(&NO_MULTI, |m| m);
         }
-        let bitpos = reader.consumed();
+    }
+
+    /// Decodes chunks `first..first + S` (all of the same length), their
+    /// exponents in pieces of at most [`PIECE`] values, calling
+    /// `emit(lane, offset_in_chunk, exponents)` for each piece of each chunk.
+    #[inline(always)]
+    fn decode_lanes<const S: usize>(
+        &self,
+        first: usize,
+        mut emit: impl FnMut(usize, usize, &[u8]),
+    ) -> Result<()> {
+        const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
+        const MULTI_MASK: u64 = huffman::MULTI_SIZE as u64 - 1;
+        let v = &self.view;
+        let size = 1usize << v.header.max_code_len;
+        let mask = size as u64 - 1;
+        let mut streams = [(&[][..], 0u64); S];
+        for (s, stream) in streams.iter_mut().enumerate() {
+            *stream = self.chunk_stream(first + s)?;
+        }
+        let len = v.chunk_range(first).len();
+        let mut lanes: [Lane<'_, 'a>; S] = std::array::from_fn(|s| Lane {
+            reader: BitReader::new(streams[s].0),
+            data_start: streams[s].1,
+            k: 0,
+            seg_end: 0,
+            multi: &NO_MULTI,
+            table: &self.tables[..size],
+            piece_start: v.chunk_range(first + s).start,
+            piece_len: 0,
+            done: false,
+        });
+        let mut scratch = [[0u8; PIECE + SLACK]; S];
+        let mut off = 0;
+        while off < len {
+            let piece_len = PIECE.min(len - off);
+            for (s, lane) in lanes.iter_mut().enumerate() {
+                lane.piece_start = v.chunk_range(first + s).start + off;
+                lane.piece_len = piece_len;
+                lane.k = 0;
+                lane.seg_end = 0;
+                lane.done = false;
+            }
+            loop {
+                'fast: loop {
+                    for lane in lanes.iter_mut() {
+                        lane.reader.refill();
+                    }
+                    for _ in 0..LOOKUPS_PER_REFILL {
+                        for (lane, out) in lanes.iter_mut().zip(scratch.iter_mut()) {
+                            if lane.k + MAX > lane.seg_end {
+                                if lane.done {
+                                    continue;
+                                }
+                                break 'fast;
+                            }
+                            let e = lane.multi[(lane.reader.bits() & MULTI_MASK) as usize];
+                            let count = huffman::multi_count(e) as usize;
+                            if count == 0 {
+                                decode_one(&mut lane.reader, lane.table, mask, &mut out[lane.k])
+                                    .map_err(|b| self.no_code(lane.data_start, b))?;
+                                lane.k += 1;
+                                // Back to >= 56 bits for the lookups left.
+                                lane.reader.refill();
+                            } else {
+                                // All 8 bytes are stored; the ones past `count`
+                                // are overwritten next or lie in the slack.
+                                out[lane.k..lane.k + 8].copy_from_slice(&e.to_le_bytes());
+                                lane.k += count;
+                                lane.reader.consume(huffman::multi_bits(e));
+                            }
+                        }
+                    }
+                }
+                let mut all_done = true;
+                for (lane, out) in lanes.iter_mut().zip(scratch.iter_mut()) {
+                    if !lane.done {
+                        self.lane_boundary(lane, out)?;
+                    }
+                    all_done &= lane.done;
+                }
+                if all_done {
+                    break;
+                }
+            }
+            for (s, out) in scratch.iter().enumerate() {
+                emit(s, off, &out[..piece_len]);
+            }
+            off += piece_len;
+        }
+        for (lane, &(data, data_start)) in lanes.iter().zip(&streams) {
+            self.check_chunk_end(data, data_start, lane.reader.consumed())?;
+        }
+        Ok(())
+    }
+
+    /// The checks after a chunk's last value: its bits end in its last byte,
+    /// with zero padding.
+    fn check_chunk_end(&self, data: &[u8], data_start: u64, bitpos: u64) -> Result<()> {
         let total_bits = data.len() as u64 * 8;
         if bitpos > total_bits {
             return Err(self.corrupt(
@@ -555,10 +659,15 @@ impl<'a> HuffmanDecoder<'a> {
             ));
         }
         if bitpos % 8 != 0 && data[data.len() - 1] >> (bitpos % 8) != 0 {
-            return Err(self.corrupt(
-                "non-zero padding bits after the last code",
-                data_start + data.len() as u64 - 1,
-            ));
+            // Spec 8.3.5: NonZeroPadding, not CorruptStream.
+            return Err(Error::NonZeroPadding {
+                what: "padding bits after the last code of a chunk",
+                offset: self.view.offset
+                    + self.view.parts.exp_stream
+                    + data_start
+                    + data.len() as u64
+                    - 1,
+            });
         }
         Ok(())
     }
@@ -572,10 +681,59 @@ impl<'a> HuffmanDecoder<'a> {
         let range = self.view.chunk_range(c);
         check_out(out, 2 * range.len() as u64)?;
         let sm = &self.view.sign_mantissa[range];
-        self.decode_chunk_pieces(c, |at, exps| {
+        self.decode_lanes::<1>(c, |_, at, exps| {
             let n = exps.len();
             join_into(exps, &sm[at..at + n], &mut out[2 * at..2 * (at + n)]);
         })
+    }
+
+    /// Decodes chunks `first..first + count` into `out` (2 bytes per
+    /// element of those chunks, in order). Full-size chunks are decoded
+    /// several at a time, interleaved, which is faster than one by one; the
+    /// bytes and any error are the same as [`Self::decode_chunk`]'s, chunk
+    /// after chunk.
+    pub fn decode_chunks(&self, first: usize, count: usize, out: &mut [u8]) -> Result<()> {
+        let v = &self.view;
+        let end = first.saturating_add(count);
+        if count == 0 {
+            return check_out(out, 0);
+        }
+        if end > v.chunk_count() {
+            return self.chunk_stream(end - 1).map(drop);
+        }
+        let base = v.chunk_range(first).start;
+        check_out(out, 2 * (v.chunk_range(end - 1).end - base) as u64)?;
+        let chunk_len = v.chunk_len();
+        // Only full-size chunks share the piece layout that lanes need.
+        let full_end = if v.chunk_range(end - 1).len() == chunk_len {
+            end
+        } else {
+            end - 1
+        };
+        let mut c = first;
+        while c + LANES <= full_end {
+            let sm = &v.sign_mantissa[c * chunk_len..(c + LANES) * chunk_len];
+            let dst = &mut out[2 * (c * chunk_len - base)..2 * ((c + LANES) * chunk_len - base)];
+            let interleaved = self.decode_lanes::<LANES>(c, |lane, at, exps| {
+                let i = lane * chunk_len + at;
+                let n = exps.len();
+                join_into(exps, &sm[i..i + n], &mut dst[2 * i..2 * (i + n)]);
+            });
+            if let Err(e) = interleaved {
+                // Report the error chunk by chunk, as a one-by-one decode would.
+                for (k, piece) in dst.chunks_mut(2 * chunk_len).enumerate() {
+                    self.decode_chunk(c + k, piece)?;
+                }
+                return Err(e);
+            }
+            c += LANES;
+        }
+        while c < end {
+            let r = v.chunk_range(c);
+            self.decode_chunk(c, &mut out[2 * (r.start - base)..2 * (r.end - base)])?;
+            c += 1;
+        }
+        Ok(())
     }
 
     /// Decodes the exponents only of chunk `c` into `out` (one byte per element).
@@ -585,19 +743,15 @@ impl<'a> HuffmanDecoder<'a> {
         }
         let range = self.view.chunk_range(c);
         check_out(out, range.len() as u64)?;
-        self.decode_chunk_pieces(c, |at, exps| {
+        self.decode_lanes::<1>(c, |_, at, exps| {
             out[at..at + exps.len()].copy_from_slice(exps);
         })
     }
 
-    /// Decodes every chunk into `out` (2 bytes per element), one after another.
+    /// Decodes every chunk into `out` (2 bytes per element).
     pub fn decode_all(&self, out: &mut [u8]) -> Result<()> {
         check_out(out, 2 * self.view.element_count())?;
-        let chunk_bytes = 2 * self.view.chunk_len();
-        for (c, piece) in out.chunks_mut(chunk_bytes).enumerate() {
-            self.decode_chunk(c, piece)?;
-        }
-        Ok(())
+        self.decode_chunks(0, self.view.chunk_count(), out)
     }
 }
 
@@ -661,11 +815,7 @@ impl<'a> Palette4View<'a> {
         }
         check_zero(&h.reserved0, "palette-4 header reserved bytes", offset + 9)?;
         check_palette(&h.palette[..usize::from(p)], offset + 16)?;
-        check_zero(
-            &h.palette[usize::from(p)..],
-            "unused palette entry",
-            offset + 16 + u64::from(p),
-        )?;
+        check_unused_palette(&h.palette[usize::from(p)..], offset + 16 + u64::from(p))?;
         check_zero(&h.reserved1, "palette-4 header reserved bytes", offset + 40)?;
         let e = h.exception_count.get();
         if e > n {
