@@ -151,6 +151,31 @@ pub fn encode_tensor<'a>(
     }
 }
 
+/// [`encode_tensor`], and the CRC-32 of `bytes`, which the BF16 encoders
+/// take during their first pass over the bytes instead of in a pass of its
+/// own.
+pub fn encode_tensor_with_crc<'a>(
+    dtype: Dtype,
+    bytes: &'a [u8],
+    opts: &ConvertOptions,
+) -> (Encoding, Cow<'a, [u8]>, u32) {
+    let (encoded, crc) = match (dtype, opts.target) {
+        (Dtype::BF16, Target::Huffman) => {
+            let (s, crc) = bf16_huffman::encode_with_crc(bytes, &opts.huffman);
+            (s.map(|s| (Encoding::Bf16Huffman, s)), crc)
+        }
+        (Dtype::BF16, Target::Palette4) => {
+            let (s, crc) = palette4::encode_with_crc(bytes);
+            (s.map(|s| (Encoding::Bf16Palette4, s)), crc)
+        }
+        _ => (None, crc32fast::hash(bytes)),
+    };
+    match encoded {
+        Some((enc, section)) if section.len() < bytes.len() => (enc, Cow::Owned(section), crc),
+        _ => (Encoding::Raw, Cow::Borrowed(bytes), crc),
+    }
+}
+
 /// Per-tensor outcome of a conversion.
 #[derive(Debug, Clone)]
 pub struct TensorOutcome {
@@ -187,6 +212,9 @@ pub fn convert<W: Write>(
 ) -> Result<(W, crate::container::Finished, Vec<TensorOutcome>), ConvertError> {
     let mut writer = ContainerWriter::new(out, opts.alignment).map_err(ConvertError::Io)?;
     let mut outcomes = Vec::with_capacity(source.tensors.len());
+    // Batches of consecutive tensors of at most `batch_bytes` raw bytes (a
+    // larger tensor makes a batch of its own).
+    let mut batches = Vec::new();
     let mut start = 0;
     while start < source.tensors.len() {
         let mut end = start;
@@ -197,40 +225,60 @@ pub fn convert<W: Write>(
             bytes += source.tensors[end].bytes.len() as u64;
             end += 1;
         }
+        batches.push(start..end);
+        start = end;
+    }
+    // While one batch is written on this thread, the next is encoded on the
+    // pool: writing overlaps encoding, and at most two batches of sections
+    // are held at once.
+    type Encoded<'a> = Vec<(Encoding, Cow<'a, [u8]>, u32)>;
+    let mut ready: Option<(std::ops::Range<usize>, Encoded<'_>)> = None;
+    for batch in batches.iter().map(Some).chain([None]) {
         if cancel.load(Ordering::Relaxed) {
             return Err(ConvertError::Interrupted);
         }
-        let encoded: Vec<_> = source.tensors[start..end]
-            .par_iter()
-            .map(|t| {
-                (
-                    encode_tensor(t.dtype, t.bytes, opts),
-                    crc32fast::hash(t.bytes),
-                )
-            })
-            .collect();
-        for (t, ((encoding, section), crc)) in source.tensors[start..end].iter().zip(encoded) {
-            writer
-                .add_tensor(
-                    &t.name,
-                    t.dtype,
-                    &t.shape,
-                    encoding,
-                    &section,
-                    t.bytes.len() as u64,
-                    crc,
-                )
-                .map_err(ConvertError::Io)?;
-            outcomes.push(TensorOutcome {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                encoding,
-                raw_len: t.bytes.len() as u64,
-                stored_len: section.len() as u64,
-            });
-            progress(t.bytes.len() as u64);
-        }
-        start = end;
+        let mut next: Option<Encoded<'_>> = None;
+        let mut written = Ok(());
+        rayon::in_place_scope(|s| {
+            if let Some(b) = batch {
+                let next = &mut next;
+                s.spawn(move |_| {
+                    *next = Some(
+                        source.tensors[b.clone()]
+                            .par_iter()
+                            .map(|t| encode_tensor_with_crc(t.dtype, t.bytes, opts))
+                            .collect(),
+                    );
+                });
+            }
+            if let Some((range, sections)) = ready.take() {
+                written = (|| {
+                    for (t, (encoding, section, crc)) in source.tensors[range].iter().zip(sections)
+                    {
+                        writer.add_tensor(
+                            &t.name,
+                            t.dtype,
+                            &t.shape,
+                            encoding,
+                            &section,
+                            t.bytes.len() as u64,
+                            crc,
+                        )?;
+                        outcomes.push(TensorOutcome {
+                            name: t.name.clone(),
+                            dtype: t.dtype,
+                            encoding,
+                            raw_len: t.bytes.len() as u64,
+                            stored_len: section.len() as u64,
+                        });
+                        progress(t.bytes.len() as u64);
+                    }
+                    Ok(())
+                })();
+            }
+        });
+        written.map_err(ConvertError::Io)?;
+        ready = batch.cloned().zip(next);
     }
     let (out, finished) = writer
         .finish(&source.metadata, Some(source.header))

@@ -115,6 +115,15 @@ fn main() -> ExitCode {
     // Ctrl-C raises a flag checked between tensors; the partial output is
     // then deleted by its guard's Drop.
     let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
+    // A write past the file size limit (`ulimit -f`, a quota) raises SIGXFSZ,
+    // whose default action kills the process and leaves the partial output
+    // behind. With a handler installed the write fails with EFBIG instead,
+    // and the error path deletes the temporary file.
+    #[cfg(unix)]
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(AtomicBool::new(false)),
+    );
     let threads = match &cli.command {
         Command::Convert { common, .. } | Command::Decode { common, .. } => common.threads,
         _ => None,
@@ -154,6 +163,61 @@ fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
     );
     bar.set_message(what.to_owned());
     bar
+}
+
+/// Gives back the pages of a read-only file mapping once they have been
+/// used: mapped file pages count as resident memory, so without this a
+/// conversion's resident size grows to the input file's size. The kernel
+/// keeps the data in its page cache; a later read just maps it again.
+struct PageReleaser<'m> {
+    map: &'m memmap2::Mmap,
+    /// Bytes from the start of the map already given back.
+    released: std::sync::Mutex<usize>,
+}
+
+impl<'m> PageReleaser<'m> {
+    /// Pages are given back whole; 4 KiB divides every page size.
+    const PAGE: usize = 4096;
+
+    fn new(map: &'m memmap2::Mmap) -> Self {
+        Self {
+            map,
+            released: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Gives back the whole pages below `end` (bytes from the map's start)
+    /// not given back yet.
+    fn release_below(&self, end: usize) {
+        let end = end.min(self.map.len()) / Self::PAGE * Self::PAGE;
+        let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        if end > *released {
+            self.release(*released, end);
+            *released = end;
+        }
+    }
+
+    /// Gives back the pages of `start..end` (page multiples), whatever was
+    /// given back before: after checks at open have touched pages all over
+    /// the file (each touch maps its neighbours too).
+    #[allow(unsafe_code)]
+    fn release(&self, start: usize, end: usize) {
+        let end = end.min(self.map.len());
+        if start < end {
+            // SAFETY: a read-only shared map of a file: after MADV_DONTNEED a
+            // read faults the same bytes back in from the file, so slices
+            // into the map stay valid and unchanged (the "unchecked" advices
+            // are unsafe for private or anonymous maps, where it zeroes).
+            // Failure only means the pages stay resident.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
 }
 
 #[allow(unsafe_code)]
@@ -196,8 +260,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 t
             } else {
                 let out = AtomicFile::create(&output, common.force)?;
-                let t = convert_file(&input, out, &opts, common.quiet)?;
-                t
+                convert_file(&input, out, &opts, common.quiet)?
             };
             if !common.quiet {
                 totals.print_summary(&input, &output, started.elapsed().as_secs_f64());
@@ -303,10 +366,20 @@ fn convert_file(
         .unwrap_or_default();
     let bar = progress_bar(total, quiet, &format!("convert {name}"));
     let tmp_path = PathBuf::from(format!("{} (temporary)", out_display(input)));
+    // Tensors are written in data order and the data region has no gaps:
+    // everything before the end of the last tensor written is done with.
+    let data_start = buf.len() as u64 - total;
+    let releaser = PageReleaser::new(&buf);
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let progress = |n: u64| {
+        bar.inc(n);
+        let done = written.fetch_add(n, Ordering::Relaxed) + n;
+        releaser.release_below((data_start + done) as usize);
+    };
     // The output is a seekable file: the directory is recorded in the header too.
     let result = {
         let writer = out.writer();
-        uw_encode::convert::convert_seekable(&source, writer, opts, &|n| bar.inc(n), &CANCEL)
+        uw_encode::convert::convert_seekable(&source, writer, opts, &progress, &CANCEL)
             .map(|(_, finished, outcomes)| (finished, outcomes))
     };
     bar.finish_and_clear();
@@ -317,6 +390,10 @@ fn convert_file(
         },
         ConvertError::Interrupted => Error::Interrupted,
     })?;
+    // Ctrl-C during the last batch: still an interruption, not a result.
+    if CANCEL.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
     out.commit()?;
     Ok(Totals {
         files: 1,
@@ -418,8 +495,26 @@ fn check_source_header(path: &Path, file: &UwFile<'_>) -> Result<()> {
 }
 
 fn decode_file(input: &Path, mut out: AtomicFile, quiet: bool) -> Result<(u64, u64)> {
-    let file = open_uw(input)?;
+    // Mapped here rather than by UwFile::open, so that the sections already
+    // decoded can be given back (see PageReleaser).
+    let map = map_input(input)?;
+    let file = UwFile::from_bytes(&map).map_err(|source| Error::Format {
+        path: input.to_path_buf(),
+        source,
+    })?;
     check_source_header(input, &file)?;
+    // Tensors are written in directory order, which is data order: after
+    // tensor k, everything before its section's end is done with.
+    let section_ends: Vec<u64> = file
+        .tensors()
+        .map(|t| t.data_offset() + t.stored_len())
+        .collect();
+    let releaser = PageReleaser::new(&map);
+    // Opening checked the structure all over the file; start from nothing
+    // resident but the directory.
+    let data_end = section_ends.last().copied().unwrap_or(0) as usize;
+    releaser.release(0, data_end / PageReleaser::PAGE * PageReleaser::PAGE);
+    let tensors_written = std::sync::atomic::AtomicUsize::new(0);
     let total: u64 = file.tensors().map(|t| t.decoded_len()).sum();
     let stored = file.as_bytes().len() as u64;
     let name = input
@@ -427,9 +522,15 @@ fn decode_file(input: &Path, mut out: AtomicFile, quiet: bool) -> Result<(u64, u
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let bar = progress_bar(total, quiet, &format!("decode {name}"));
+    let progress = |n: u64| {
+        bar.inc(n);
+        let k = tensors_written.fetch_add(1, Ordering::Relaxed);
+        if let Some(&end) = section_ends.get(k) {
+            releaser.release_below(end as usize);
+        }
+    };
     let result =
-        uw_encode::write_safetensors(&file, out.writer(), 64 << 20, &|n| bar.inc(n), &CANCEL)
-            .map(drop);
+        uw_encode::write_safetensors(&file, out.writer(), 64 << 20, &progress, &CANCEL).map(drop);
     bar.finish_and_clear();
     result.map_err(|e| match e {
         RestoreError::Io(source) => Error::Io {
@@ -442,6 +543,10 @@ fn decode_file(input: &Path, mut out: AtomicFile, quiet: bool) -> Result<(u64, u
         },
         RestoreError::Interrupted => Error::Interrupted,
     })?;
+    // Ctrl-C during the last batch: still an interruption, not a result.
+    if CANCEL.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
     out.commit()?;
     Ok((total, stored))
 }

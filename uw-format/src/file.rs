@@ -879,6 +879,11 @@ impl<'f> Tensor<'f> {
     pub fn decoded_crc(&self) -> u32 {
         self.info.decoded_crc
     }
+    /// CRC-32 of the data section, as stored (for callers that compute it
+    /// piecewise, fused with decoding).
+    pub fn data_crc(&self) -> u32 {
+        self.info.data_crc
+    }
     /// The data section, zero-copy (for upload to a GPU, for instance).
     pub fn data(&self) -> &'f [u8] {
         let r =

@@ -164,61 +164,127 @@ pub fn multi_bits(e: MultiEntry) -> u32 {
 /// as in [`build_decode_table`]).
 pub fn build_multi_table(lengths: &[u8], palette: &[u8], escape: Option<usize>) -> Box<MultiTable> {
     let codes = canonical_codes(lengths);
-    // Escapes never enter an entry: their literal is decoded on its own.
-    let mut symbols: Vec<(usize, u32, u64)> = lengths
-        .iter()
-        .enumerate()
-        .filter(|&(sym, &len)| len != 0 && u32::from(len) <= MULTI_BITS && escape != Some(sym))
-        .map(|(sym, &len)| {
-            (
-                usize::from(reverse_bits(codes[sym], len)),
-                u32::from(len),
-                u64::from(palette[sym]),
-            )
-        })
-        .collect();
-    symbols.sort_by_key(|s| s.1);
+    let mut fits = Vec::new();
+    let mut stops = Vec::new();
+    let mut kraft = 0u32; // in units of 2^-15
+    for (sym, &len) in lengths.iter().enumerate() {
+        if len == 0 {
+            continue;
+        }
+        kraft += 1 << (15 - len);
+        let code = usize::from(reverse_bits(codes[sym], len));
+        // Escapes never enter an entry: their literal is decoded on its own.
+        if u32::from(len) <= MULTI_BITS && escape != Some(sym) {
+            fits.push(Code {
+                code,
+                len: u32::from(len),
+                exp: u64::from(palette[sym]),
+            });
+        } else {
+            stops.push(Code {
+                code,
+                len: u32::from(len),
+                exp: 0,
+            });
+        }
+    }
+    fits.sort_by_key(|c| c.len);
     let mut table: Box<MultiTable> = vec![0; MULTI_SIZE]
         .into_boxed_slice()
         .try_into()
         .expect("the vector has MULTI_SIZE entries");
-    fill_multi(&mut table, &symbols, 0, 0, 0, 0);
+    let mut fill = MultiFill {
+        table: &mut table,
+        fits: &fits,
+        stops: &stops,
+        complete: kraft == 1 << 15,
+    };
+    fill.node(0, 0, 0, 0);
     table
 }
 
-/// Writes the entry of the code sequence read so far (`count` exponents in
-/// `exps`, `used` bits, bit pattern `prefix`) to every index that starts with
-/// it, then lets each one-symbol extension that still fits overwrite its
-/// share: every index ends with the longest sequence it starts with.
-fn fill_multi(
-    table: &mut MultiTable,
-    symbols: &[(usize, u32, u64)],
-    prefix: usize,
-    used: u32,
-    count: u32,
-    exps: u64,
-) {
-    if count > 0 {
-        let entry = exps | u64::from(count | used << 3) << 56;
-        for idx in (prefix..MULTI_SIZE).step_by(1 << used) {
-            table[idx] = entry;
+/// A code of a multi-symbol table under construction: reversed code,
+/// length, exponent.
+struct Code {
+    code: usize,
+    len: u32,
+    exp: u64,
+}
+
+/// Fills a multi-symbol table by walking the code sequences that fit in
+/// [`MULTI_BITS`] bits, writing each index once, at the sequence it ends
+/// with, where possible.
+struct MultiFill<'t> {
+    table: &'t mut MultiTable,
+    /// Codes that may join an entry, shortest first.
+    fits: &'t [Code],
+    /// Codes that end an entry before them (escapes, codes over MULTI_BITS).
+    stops: &'t [Code],
+    /// Whether the codes cover every bit pattern (all but a lone 1-bit code).
+    complete: bool,
+}
+
+impl MultiFill<'_> {
+    /// Writes `entry` to every index whose low `bits` bits are `pattern`.
+    fn write(&mut self, pattern: usize, bits: u32, entry: MultiEntry) {
+        let mut idx = pattern;
+        while idx < MULTI_SIZE {
+            self.table[idx] = entry;
+            idx += 1 << bits;
         }
     }
-    if count == MULTI_MAX_SYMBOLS {
-        return;
-    }
-    for &(code, len, exp) in symbols {
-        if used + len > MULTI_BITS {
-            break;
+
+    /// The node of the sequence read so far: `count` exponents in `exps`,
+    /// `used` bits, bit pattern `prefix`. Its entry goes where the next code
+    /// cannot join it (it is a stop code, or does not fit, or there are
+    /// already [`MULTI_MAX_SYMBOLS`]); the codes that fit extend it.
+    fn node(&mut self, prefix: usize, used: u32, count: u32, exps: u64) {
+        let entry = if count == 0 {
+            0 // the table starts zeroed
+        } else {
+            exps | u64::from(count | used << 3) << 56
+        };
+        let room = MULTI_BITS - used;
+        // Near the end of the window writing all 2^room indices is cheaper
+        // than finding the patterns the children leave.
+        if count == MULTI_MAX_SYMBOLS || !self.complete || room <= 4 {
+            // Everywhere: children, if any, overwrite their share; patterns
+            // no code covers keep this entry.
+            if entry != 0 {
+                self.write(prefix, used, entry);
+            }
+            if count == MULTI_MAX_SYMBOLS {
+                return;
+            }
+        } else if entry != 0 {
+            let stop_patterns = self
+                .stops
+                .iter()
+                .chain(self.fits.iter().filter(|c| c.len > room));
+            for c in stop_patterns {
+                // The window holds only the first `room` bits of such a code.
+                let bits = c.len.min(room);
+                let pattern = prefix | (c.code & ((1 << bits) - 1)) << used;
+                let mut idx = pattern;
+                while idx < MULTI_SIZE {
+                    self.table[idx] = entry;
+                    idx += 1 << (used + bits);
+                }
+            }
         }
-        fill_multi(
-            table,
-            symbols,
-            prefix | code << used,
-            used + len,
-            count + 1,
-            exps | exp << (8 * count),
-        );
+        for i in 0..self.fits.len() {
+            let c = &self.fits[i];
+            if used + c.len > MULTI_BITS {
+                break;
+            }
+            let (code, len, exp) = (c.code, c.len, c.exp);
+            self.node(
+                prefix | code << used,
+                used + len,
+                count + 1,
+                exps | exp << (8 * count),
+            );
+        }
     }
 }
 
@@ -268,14 +334,45 @@ mod tests {
         assert!(table.iter().all(|&e| entry_len(e) != 0));
     }
 
+    /// Complete codes made by splitting random leaves, with random escapes.
+    fn random_codes(count: usize) -> Vec<(Vec<u8>, Option<usize>)> {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        (0..count)
+            .map(|_| {
+                let target = 2 + (next() % 16) as usize;
+                let mut lengths = vec![1u8, 1];
+                while lengths.len() < target {
+                    let i = (next() % lengths.len() as u64) as usize;
+                    if lengths[i] < 12 {
+                        lengths[i] += 1;
+                        lengths.push(lengths[i]);
+                    }
+                }
+                let escape = (next() % 2 == 0).then(|| (next() % target as u64) as usize);
+                (lengths, escape)
+            })
+            .collect()
+    }
+
     #[test]
     fn multi_table_matches_one_symbol_decoding() {
-        let cases: [(&[u8], Option<usize>); 4] = [
+        let fixed: [(&[u8], Option<usize>); 4] = [
             (&[2, 1, 3, 3], Some(3)),
             (&[1], None),
             (&[1, 2, 4, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12, 12], Some(13)),
             (&[1, 1], None),
         ];
+        let random = random_codes(300);
+        let cases = fixed
+            .iter()
+            .map(|&(l, e)| (l, e))
+            .chain(random.iter().map(|(l, e)| (&l[..], *e)));
         for (lengths, escape) in cases {
             assert!(validate_lengths(lengths, 12).is_ok(), "{lengths:?}");
             let palette: Vec<u8> = (100..100 + lengths.len() as u8).collect();
