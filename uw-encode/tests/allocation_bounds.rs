@@ -91,8 +91,10 @@ fn peak_of<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (r, peak.max(0) as usize)
 }
 
-/// Decode tables: 2^12 four-byte entries for each of up to 4 tables.
-const DECODE_TABLES: usize = 4 * 4096 * 4;
+/// Decode tables, for each of up to 4 code tables: 2^12 four-byte
+/// one-symbol entries and (tensors of 2^15 values or more) 2^11 eight-byte
+/// multi-symbol entries.
+const DECODE_TABLES: usize = 4 * (4096 * 4 + 2048 * 8);
 /// Room for an error message and other small change.
 const SLACK: usize = 4096;
 
@@ -224,7 +226,8 @@ fn opening_allocates_in_proportion_to_the_directory() {
 
 #[test]
 fn decoding_allocates_at_most_the_output_and_the_tables() {
-    let n = 20_000;
+    // Past 2^15 values, so the multi-symbol tables are built too.
+    let n = 40_000;
     let good = file_with(n, 0, 0);
     let file = UwFile::from_bytes(&good).expect("valid");
     let t = file.tensor("h").expect("present");

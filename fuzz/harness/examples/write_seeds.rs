@@ -56,5 +56,13 @@ fn main() -> std::io::Result<()> {
     let mut input = vec![11, 0, 1, 0, 1, 1, 120, 100, 0, 0, 0, 0, 8, 0];
     input.extend([0u8; 13]);
     std::fs::write(out.join("huffman").join("two-symbols"), input)?;
+    // The same code over 2^15 + 101 values (top bit of the size): 514 chunks
+    // of 8 bytes (the last 5), through the decoder's multi-symbol tables.
+    let mut input = vec![11, 0, 1, 0, 1, 1, 120, 100, 0x80, 0, 0, 0];
+    for c in 1..514u16 {
+        input.extend((8 * c).to_le_bytes());
+    }
+    input.extend(vec![0u8; 513 * 8 + 5]);
+    std::fs::write(out.join("huffman").join("two-symbols-large"), input)?;
     Ok(())
 }
