@@ -212,7 +212,7 @@ fn measure_zstd(tensors: &[&[u8]], repeats: usize, raw: u64) -> Result<Row, Stri
                 |c, (f, t)| {
                     c.as_mut()
                         .map_err(|e| std::io::Error::other(e.to_string()))?
-                        .compress_to_buffer(*t, f.as_mut_slice())
+                        .compress_to_buffer(t, f.as_mut_slice())
                 },
             )
             .collect();

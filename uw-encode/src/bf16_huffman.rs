@@ -390,33 +390,54 @@ fn choose_rounds(
     let counts: Vec<[f32; MAX_SYMBOLS]> = blocks.iter().map(|c| c.map(|x| x as f32)).collect();
     for _ in 0..8 {
         let cost = RoundCosts::new(tables);
-        let next: Vec<u8> = counts
-            .par_iter()
-            .zip(&*assignment)
-            .with_min_len(1024)
-            .map(|(c, &current)| {
-                let costs = cost.costs(c);
-                // The current table first, then the first strictly cheaper
-                // minimum: ties keep the block where it is.
-                let mut best = (
-                    Some(costs[usize::from(current)])
-                        .filter(|&c| c < RoundCosts::ABSENT)
-                        .unwrap_or(f32::INFINITY),
-                    current,
-                );
-                for (k, &c) in costs[..t].iter().enumerate() {
-                    if c < RoundCosts::ABSENT && c < best.0 {
-                        best = (c, k as u8);
+        // Each block's best table, and per table the symbol totals of its
+        // blocks (for the next tables) in the same pass. Totals are integers
+        // below 2^53, so f64 sums are exact in any order.
+        let pieces: Vec<(Vec<u8>, [[f64; MAX_SYMBOLS]; 4])> = counts
+            .par_chunks(4096)
+            .zip(assignment.par_chunks(4096))
+            .map(|(counts, current)| {
+                let mut next = Vec::with_capacity(counts.len());
+                let mut sums = [[0f64; MAX_SYMBOLS]; 4];
+                for (c, &current) in counts.iter().zip(current) {
+                    let costs = cost.costs(c);
+                    // The current table first, then the first strictly
+                    // cheaper minimum: ties keep the block where it is.
+                    let mut best = (
+                        Some(costs[usize::from(current)])
+                            .filter(|&c| c < RoundCosts::ABSENT)
+                            .unwrap_or(f32::INFINITY),
+                        current,
+                    );
+                    for (k, &c) in costs[..t].iter().enumerate() {
+                        if c < RoundCosts::ABSENT && c < best.0 {
+                            best = (c, k as u8);
+                        }
+                    }
+                    next.push(best.1);
+                    for (sum, &x) in sums[usize::from(best.1)].iter_mut().zip(c) {
+                        *sum += f64::from(x);
                     }
                 }
-                best.1
+                (next, sums)
             })
             .collect();
+        let mut next = Vec::with_capacity(assignment.len());
+        let mut sums = [[0f64; MAX_SYMBOLS]; 4];
+        for (n, s) in pieces {
+            next.extend_from_slice(&n);
+            for (total, part) in sums.iter_mut().flatten().zip(s.iter().flatten()) {
+                *total += part;
+            }
+        }
         if next == *assignment {
             break;
         }
         *assignment = next;
-        *tables = tables_for(blocks, assignment, t, max_len);
+        *tables = sums[..t]
+            .iter()
+            .map(|f| package_merge(&f.map(|x| x as u64), max_len))
+            .collect();
     }
 }
 
@@ -641,14 +662,20 @@ pub fn plan(bytes: &[u8], params: &HuffmanParams, want_crc: bool) -> (Option<Pla
                 .collect()
         });
     let max_len = params.max_code_len;
-    let mut choice = choose_tables(&blocks, 1, symbols, max_len);
-    let mut t = 2;
-    while t <= usize::from(params.max_tables.min(limits::MAX_TABLES)) {
-        let c = choose_tables(&blocks, t, symbols, max_len);
+    // 1, 2 and 4 tables (as allowed); the cheapest wins, the fewest tables
+    // on ties. The candidates are independent: chosen in parallel.
+    let max_tables = usize::from(params.max_tables.min(limits::MAX_TABLES));
+    let candidate =
+        |t: usize| (t <= max_tables).then(|| choose_tables(&blocks, t, symbols, max_len));
+    let (one, (two, four)) = rayon::join(
+        || candidate(1),
+        || rayon::join(|| candidate(2), || candidate(4)),
+    );
+    let mut choice = one.unwrap_or_else(|| choose_tables(&blocks, 1, symbols, max_len));
+    for c in [two, four].into_iter().flatten() {
         if c.cost_bits < choice.cost_bits {
             choice = c;
         }
-        t *= 2;
     }
     let plan = Plan {
         palette: pal,

@@ -42,7 +42,7 @@ impl Default for ConvertOptions {
             target: Target::Huffman,
             alignment: 64,
             huffman: HuffmanParams::default(),
-            batch_bytes: 64 << 20,
+            batch_bytes: 8 << 20,
         }
     }
 }

@@ -498,23 +498,34 @@ fn decode_file(input: &Path, mut out: AtomicFile, quiet: bool) -> Result<(u64, u
     // Mapped here rather than by UwFile::open, so that the sections already
     // decoded can be given back (see PageReleaser).
     let map = map_input(input)?;
+    // Opening checks the structure all over the file; with the kernel's
+    // default read-around, each small read there would map its neighbours
+    // too (hundreds of MiB for a file of many tensors). Decoding then reads
+    // sections in order, where read-ahead helps.
+    let _ = map.advise(memmap2::Advice::Random);
     let file = UwFile::from_bytes(&map).map_err(|source| Error::Format {
         path: input.to_path_buf(),
         source,
     })?;
+    let _ = map.advise(memmap2::Advice::Sequential);
     check_source_header(input, &file)?;
-    // Tensors are written in directory order, which is data order: after
-    // tensor k, everything before its section's end is done with.
-    let section_ends: Vec<u64> = file
+    // Tensors are written in directory order, which is data order: once
+    // tensor k's decoded bytes are all written, everything before its
+    // section's end is done with.
+    let ends: Vec<(u64, u64)> = file
         .tensors()
-        .map(|t| t.data_offset() + t.stored_len())
+        .scan(0u64, |decoded, t| {
+            *decoded += t.decoded_len();
+            Some((*decoded, t.data_offset() + t.stored_len()))
+        })
         .collect();
     let releaser = PageReleaser::new(&map);
     // Opening checked the structure all over the file; start from nothing
     // resident but the directory.
-    let data_end = section_ends.last().copied().unwrap_or(0) as usize;
+    let data_end = ends.last().map_or(0, |e| e.1) as usize;
     releaser.release(0, data_end / PageReleaser::PAGE * PageReleaser::PAGE);
-    let tensors_written = std::sync::atomic::AtomicUsize::new(0);
+    // (decoded bytes written, tensors finished)
+    let written = std::sync::Mutex::new((0u64, 0usize));
     let total: u64 = file.tensors().map(|t| t.decoded_len()).sum();
     let stored = file.as_bytes().len() as u64;
     let name = input
@@ -524,13 +535,18 @@ fn decode_file(input: &Path, mut out: AtomicFile, quiet: bool) -> Result<(u64, u
     let bar = progress_bar(total, quiet, &format!("decode {name}"));
     let progress = |n: u64| {
         bar.inc(n);
-        let k = tensors_written.fetch_add(1, Ordering::Relaxed);
-        if let Some(&end) = section_ends.get(k) {
-            releaser.release_below(end as usize);
+        let mut w = written.lock().unwrap_or_else(|e| e.into_inner());
+        w.0 += n;
+        while let Some(&(_, section_end)) = ends.get(w.1).filter(|e| e.0 <= w.0) {
+            releaser.release_below(section_end as usize);
+            w.1 += 1;
         }
     };
+    // 4 MiB batches: the two batch buffers are first touched (page faults)
+    // once per process, which for small files costs more than larger batches
+    // gain; larger tensors are decoded in pieces (docs/benchmarks.md).
     let result =
-        uw_encode::write_safetensors(&file, out.writer(), 64 << 20, &progress, &CANCEL).map(drop);
+        uw_encode::write_safetensors(&file, out.writer(), 4 << 20, &progress, &CANCEL).map(drop);
     bar.finish_and_clear();
     result.map_err(|e| match e {
         RestoreError::Io(source) => Error::Io {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crc32fast::Hasher;
 use rayon::prelude::*;
-use uw_format::{Checksummed, Encoded, Error, HuffmanView, Tensor, UwFile};
+use uw_format::{Checksummed, Encoded, Error, HuffmanDecoder, HuffmanView, Tensor, UwFile};
 
 /// Sections smaller than this are checked and decoded in separate passes:
 /// they stay in cache between passes, and fusing the CRCs into the decode
@@ -134,141 +134,191 @@ fn parallel_crc(bytes: &[u8]) -> u32 {
     )
 }
 
-/// What one group of chunks reports: CRC states of the parts it read and
-/// wrote, or the first decode error.
-struct GroupOutcome {
+/// What decoding a range of chunks reports: CRC states of the parts it read
+/// and wrote, or the first decode error.
+struct RangeOutcome {
     sign_mantissa: Hasher,
     exp_stream: Hasher,
     decoded: Hasher,
     error: Option<Error>,
 }
 
-/// Huffman decode with the CRCs fused in: groups of chunks in parallel;
-/// each group hashes its part of the sign+mantissa plane and of the exponent
-/// stream just before decoding them (so the decoder finds them in cache),
-/// and its output right after. The data CRC is then assembled from the
-/// section's parts in file order.
+impl RangeOutcome {
+    fn new() -> Self {
+        Self {
+            sign_mantissa: Hasher::new(),
+            exp_stream: Hasher::new(),
+            decoded: Hasher::new(),
+            error: None,
+        }
+    }
+
+    /// Appends `next`, the outcome of the range right after this one.
+    fn append(&mut self, next: RangeOutcome) {
+        self.sign_mantissa.combine(&next.sign_mantissa);
+        self.exp_stream.combine(&next.exp_stream);
+        self.decoded.combine(&next.decoded);
+        if self.error.is_none() {
+            self.error = next.error;
+        }
+    }
+}
+
+/// A Huffman section being decoded with its CRCs fused in, range of chunks
+/// after range of chunks.
+struct FusedHuffman<'v> {
+    view: HuffmanView<'v>,
+    decoder: HuffmanDecoder<'v>,
+    /// Chunk offsets in the exponent stream.
+    offsets: Vec<usize>,
+    /// Bytes of the exponent stream hashed so far.
+    stream_hashed: usize,
+    /// Everything decoded so far.
+    so_far: RangeOutcome,
+}
+
+impl<'v> FusedHuffman<'v> {
+    fn new(view: HuffmanView<'v>) -> Self {
+        Self {
+            view,
+            decoder: view.decoder(),
+            offsets: view.chunk_offsets().map(|o| o as usize).collect(),
+            stream_hashed: 0,
+            so_far: RangeOutcome::new(),
+        }
+    }
+
+    /// Where the hashing of the exponent stream stops after chunk `c - 1`:
+    /// at chunk `c`'s offset, forced non-decreasing and in bounds so that,
+    /// whatever a damaged index says, the pieces tile the stream exactly
+    /// once, in order; the stream's end after the last chunk.
+    fn stream_bound(&self, c: usize, from: usize) -> usize {
+        let len = self.view.exp_stream().len();
+        match self.offsets.get(c) {
+            Some(&o) if c > 0 => o.clamp(from, len),
+            Some(_) => from,
+            None => len,
+        }
+    }
+
+    /// Decodes chunks `range` into `out` (their decoded bytes), groups of
+    /// chunks in parallel; each group hashes its part of the sign+mantissa
+    /// plane and of the exponent stream just before decoding them (so the
+    /// decoder finds them in cache), and its output right after.
+    fn decode_range(&mut self, range: Range<usize>, out: &mut [u8]) {
+        let n = self.view.element_count() as usize;
+        let chunk_len = self.view.chunk_len();
+        // About four groups per thread balance the load; one thread needs one.
+        let threads = rayon::current_num_threads();
+        let per_group = if threads == 1 {
+            range.len()
+        } else {
+            range
+                .len()
+                .div_ceil(4 * threads)
+                .next_multiple_of(CHUNKS_PER_STEP)
+        };
+        let groups: Vec<Range<usize>> = range
+            .clone()
+            .step_by(per_group.max(1))
+            .map(|c| c..(c + per_group).min(range.end))
+            .collect();
+        let mut bounds = Vec::with_capacity(groups.len() + 1);
+        let mut at = self.stream_hashed;
+        for g in &groups {
+            at = self.stream_bound(g.start, at);
+            bounds.push(at);
+        }
+        at = self.stream_bound(range.end, at);
+        bounds.push(at);
+        self.stream_hashed = at;
+
+        let mut outs = Vec::with_capacity(groups.len());
+        let mut rest = out;
+        for g in &groups {
+            let len = 2 * ((g.end * chunk_len).min(n) - g.start * chunk_len);
+            let (piece, r) = rest.split_at_mut(len);
+            outs.push(piece);
+            rest = r;
+        }
+        let (view, decoder, offsets) = (&self.view, &self.decoder, &self.offsets);
+        let (sm, stream) = (view.sign_mantissa(), view.exp_stream());
+        let outcomes: Vec<RangeOutcome> = groups
+            .par_iter()
+            .zip(outs)
+            .zip(bounds.par_windows(2))
+            .map(|((g, piece), b)| {
+                let mut o = RangeOutcome::new();
+                let mut hashed = b[0];
+                let mut c = g.start;
+                while c < g.end {
+                    let step = CHUNKS_PER_STEP.min(g.end - c);
+                    let values = c * chunk_len..((c + step) * chunk_len).min(n);
+                    o.sign_mantissa.update(&sm[values.clone()]);
+                    let upto = if c + step == g.end {
+                        b[1]
+                    } else {
+                        offsets[c + step].clamp(hashed, b[1])
+                    };
+                    o.exp_stream.update(&stream[hashed..upto]);
+                    hashed = upto;
+                    let g_base = g.start * chunk_len;
+                    let dst = &mut piece[2 * (values.start - g_base)..2 * (values.end - g_base)];
+                    if let Err(e) = decoder.decode_chunks(c, step, dst) {
+                        o.error = Some(e);
+                        break;
+                    }
+                    o.decoded.update(dst);
+                    c += step;
+                }
+                o
+            })
+            .collect();
+        for o in outcomes {
+            self.so_far.append(o);
+        }
+    }
+
+    /// After the last range: the first decode error (a data CRC mismatch
+    /// first, as in [`Tensor::decode_into`]), else the two CRC checks.
+    fn finish(self, t: &Tensor<'_>) -> uw_format::Result<()> {
+        if let Some(e) = self.so_far.error {
+            t.check_data_crc()?;
+            return Err(e);
+        }
+        let section = t.data();
+        let parts = self.view.parts();
+        let n = self.view.element_count() as usize;
+        let sm_start = parts.sign_mantissa as usize;
+        let mut data = Hasher::new();
+        data.update(&section[..sm_start]);
+        data.combine(&self.so_far.sign_mantissa);
+        data.update(&section[sm_start + n..parts.exp_stream as usize]);
+        data.combine(&self.so_far.exp_stream);
+        check_crc(
+            t,
+            Checksummed::Data(t.index()),
+            t.data_crc(),
+            data.finalize(),
+        )?;
+        check_crc(
+            t,
+            Checksummed::Decoded(t.index()),
+            t.decoded_crc(),
+            self.so_far.decoded.finalize(),
+        )
+    }
+}
+
+/// Huffman decode with the CRCs fused in (see [`FusedHuffman`]).
 fn decode_huffman_fused(
     t: &Tensor<'_>,
     view: &HuffmanView<'_>,
     out: &mut [u8],
 ) -> uw_format::Result<()> {
-    let decoder = view.decoder();
-    let section = t.data();
-    let parts = view.parts();
-    let n = view.element_count() as usize;
-    let chunk_len = view.chunk_len();
-    let chunks = view.chunk_count();
-    let stream = view.exp_stream();
-    let sm = view.sign_mantissa();
-    let offsets: Vec<usize> = view.chunk_offsets().map(|o| o as usize).collect();
-
-    // About four groups per thread balance the load; one thread needs one.
-    let threads = rayon::current_num_threads();
-    let per_group = if threads == 1 {
-        chunks
-    } else {
-        chunks
-            .div_ceil(4 * threads)
-            .next_multiple_of(CHUNKS_PER_STEP)
-    };
-    let groups: Vec<Range<usize>> = (0..chunks)
-        .step_by(per_group.max(1))
-        .map(|c| c..(c + per_group).min(chunks))
-        .collect();
-    // The stream is split at the groups' first chunk offsets, forced to be
-    // non-decreasing and in bounds so that, whatever a damaged index says,
-    // the pieces tile the stream exactly once, in order.
-    let mut bounds = Vec::with_capacity(groups.len() + 1);
-    let mut at = 0usize;
-    for g in &groups {
-        at = offsets[g.start].clamp(at, stream.len());
-        bounds.push(at);
-    }
-    bounds[0] = 0;
-    bounds.push(stream.len());
-
-    let mut outs = Vec::with_capacity(groups.len());
-    let mut rest = &mut *out;
-    for g in &groups {
-        let len = 2 * ((g.end * chunk_len).min(n) - g.start * chunk_len);
-        let (piece, r) = rest.split_at_mut(len);
-        outs.push(piece);
-        rest = r;
-    }
-
-    let outcomes: Vec<GroupOutcome> = groups
-        .par_iter()
-        .zip(outs)
-        .zip(bounds.par_windows(2))
-        .map(|((g, piece), b)| {
-            let mut o = GroupOutcome {
-                sign_mantissa: Hasher::new(),
-                exp_stream: Hasher::new(),
-                decoded: Hasher::new(),
-                error: None,
-            };
-            let mut hashed = b[0];
-            let mut c = g.start;
-            while c < g.end {
-                let step = CHUNKS_PER_STEP.min(g.end - c);
-                let values = c * chunk_len..((c + step) * chunk_len).min(n);
-                o.sign_mantissa.update(&sm[values.clone()]);
-                let upto = if c + step == g.end {
-                    b[1]
-                } else {
-                    offsets[c + step].clamp(hashed, b[1])
-                };
-                o.exp_stream.update(&stream[hashed..upto]);
-                hashed = upto;
-                let base = g.start * chunk_len;
-                let dst = &mut piece[2 * (values.start - base)..2 * (values.end - base)];
-                if let Err(e) = decoder.decode_chunks(c, step, dst) {
-                    o.error = Some(e);
-                    break;
-                }
-                o.decoded.update(dst);
-                c += step;
-            }
-            o
-        })
-        .collect();
-
-    let mut first_error = None;
-    let mut data = Hasher::new();
-    let sm_range = parts.sign_mantissa as usize..parts.sign_mantissa as usize + n;
-    data.update(&section[..sm_range.start]);
-    let mut stream_parts = Vec::with_capacity(outcomes.len());
-    let mut decoded = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
-        if first_error.is_none() {
-            first_error = o.error;
-        }
-        data.combine(&o.sign_mantissa);
-        stream_parts.push(o.exp_stream);
-        decoded.push(o.decoded);
-    }
-    if let Some(e) = first_error {
-        // Precedence as in Tensor::decode_into: a data CRC mismatch first.
-        t.check_data_crc()?;
-        return Err(e);
-    }
-    data.update(&section[sm_range.end..parts.exp_stream as usize]);
-    for s in &stream_parts {
-        data.combine(s);
-    }
-    check_crc(
-        t,
-        Checksummed::Data(t.index()),
-        t.data_crc(),
-        data.finalize(),
-    )?;
-    check_crc(
-        t,
-        Checksummed::Decoded(t.index()),
-        t.decoded_crc(),
-        combine(decoded),
-    )
+    let mut fused = FusedHuffman::new(*view);
+    fused.decode_range(0..view.chunk_count(), out);
+    fused.finish(t)
 }
 
 /// Errors of [`write_safetensors`].
@@ -282,36 +332,207 @@ pub enum RestoreError {
     Interrupted,
 }
 
-/// Consecutive tensors of at most `batch_bytes` decoded bytes (a larger
-/// tensor makes a batch of its own).
-fn batches(tensors: &[Tensor<'_>], batch_bytes: u64) -> Vec<Range<usize>> {
+/// Most decoded bytes per piece when a tensor larger than a batch is decoded
+/// and written piece by piece (pieces are also at most a batch): memory
+/// stays bounded by the batch size whatever the tensor size.
+const STREAM_PIECE_BYTES: usize = 8 << 20;
+
+/// What the writer gets next: consecutive tensors of at most `batch_bytes`
+/// decoded bytes, or one tensor larger than that, in pieces.
+#[derive(Debug, Clone)]
+enum Unit {
+    Batch(Range<usize>),
+    Pieces(usize),
+}
+
+fn units(tensors: &[Tensor<'_>], batch_bytes: u64) -> Vec<Unit> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < tensors.len() {
+        if tensors[start].decoded_len() > batch_bytes {
+            out.push(Unit::Pieces(start));
+            start += 1;
+            continue;
+        }
         let mut end = start;
         let mut bytes = 0u64;
-        while end < tensors.len()
-            && (end == start || bytes + tensors[end].decoded_len() <= batch_bytes)
-        {
+        while end < tensors.len() && bytes + tensors[end].decoded_len() <= batch_bytes {
             bytes += tensors[end].decoded_len();
             end += 1;
         }
-        out.push(start..end);
+        out.push(Unit::Batch(start..end));
         start = end;
     }
     out
 }
 
-/// Decodes the tensors of `batch` into `buf` (resized to their total, its
-/// allocation reused from batch to batch), tensors in parallel.
-fn decode_batch(tensors: &[Tensor<'_>], buf: &mut Vec<u8>) -> Result<(), RestoreError> {
-    let total = tensors.iter().map(|t| t.decoded_len()).sum::<u64>() as usize;
-    // Only ever grown: zero-filling happens once per byte of capacity.
-    if buf.len() < total {
-        buf.resize(total, 0);
+/// Grows `buf` to at least `len` bytes (never shrinks it, so zero-filling
+/// happens once per byte of capacity) and returns its first `len` bytes.
+fn room(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
+    &mut buf[..len]
+}
+
+/// A tensor being decoded piece by piece.
+enum Streaming<'f> {
+    /// Huffman: chunk ranges, CRCs fused and checked after the last piece.
+    Huffman {
+        tensor: usize,
+        fused: Box<FusedHuffman<'f>>,
+        next_chunk: usize,
+    },
+    /// Raw: byte ranges, one CRC for both checks.
+    Raw {
+        tensor: usize,
+        next_byte: usize,
+        crc: Hasher,
+    },
+}
+
+/// The decoding side of [`write_safetensors`]: fills a buffer with the next
+/// bytes to write and says which tensors (and how many bytes of each) they
+/// are.
+struct Decoding<'f, 't> {
+    tensors: &'t [Tensor<'f>],
+    /// Decoded bytes per piece of a tensor larger than a batch.
+    piece_bytes: usize,
+    units: Vec<Unit>,
+    next_unit: usize,
+    streaming: Option<Streaming<'f>>,
+}
+
+impl<'f> Decoding<'f, '_> {
+    /// Decodes the next bytes into `buf`; returns `(tensor, bytes)` for each
+    /// part of them, or `None` at the end.
+    fn fill(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<(usize, usize)>>, RestoreError> {
+        if self.streaming.is_none() {
+            let Some(unit) = self.units.get(self.next_unit).cloned() else {
+                return Ok(None);
+            };
+            self.next_unit += 1;
+            match unit {
+                Unit::Batch(r) => {
+                    let tensors = &self.tensors[r.clone()];
+                    let total = tensors.iter().map(|t| t.decoded_len()).sum::<u64>() as usize;
+                    decode_batch(tensors, room(buf, total))?;
+                    return Ok(Some(
+                        r.map(|k| (k, self.tensors[k].decoded_len() as usize))
+                            .collect(),
+                    ));
+                }
+                Unit::Pieces(k) => {
+                    if let Some(whole) = self.start_streaming(k, buf)? {
+                        return Ok(Some(vec![(k, whole)]));
+                    }
+                }
+            }
+        }
+        self.next_piece(buf).map(Some)
+    }
+
+    /// Starts decoding tensor `k` in pieces; tensors of other encodings are
+    /// decoded whole into `buf` (returning their length).
+    fn start_streaming(
+        &mut self,
+        k: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<usize>, RestoreError> {
+        let t = &self.tensors[k];
+        // The checks before any decoding, in the order decode_into makes them.
+        let encoded = match t.check_section_structure().and_then(|()| t.encoded()) {
+            Ok(e) => e,
+            Err(e) => {
+                t.check_data_crc().map_err(RestoreError::Format)?;
+                return Err(RestoreError::Format(e));
+            }
+        };
+        self.streaming = Some(match encoded {
+            Encoded::Huffman(view) => Streaming::Huffman {
+                tensor: k,
+                fused: Box::new(FusedHuffman::new(view)),
+                next_chunk: 0,
+            },
+            Encoded::Raw(_) => Streaming::Raw {
+                tensor: k,
+                next_byte: 0,
+                crc: Hasher::new(),
+            },
+            Encoded::Palette4(_) => {
+                let len = t.decoded_len() as usize;
+                decode_tensor_parallel(t, room(buf, len)).map_err(RestoreError::Format)?;
+                return Ok(Some(len));
+            }
+        });
+        Ok(None)
+    }
+
+    /// The next piece of the tensor being streamed, checked after its last.
+    fn next_piece(&mut self, buf: &mut Vec<u8>) -> Result<Vec<(usize, usize)>, RestoreError> {
+        let state = self.streaming.as_mut().expect("a tensor is being streamed");
+        let (k, len, done) = match state {
+            Streaming::Huffman {
+                tensor,
+                fused,
+                next_chunk,
+            } => {
+                let view = fused.view;
+                let chunk_bytes = 2 * view.chunk_len();
+                let per_piece = (self.piece_bytes / chunk_bytes).max(1);
+                let range = *next_chunk..(*next_chunk + per_piece).min(view.chunk_count());
+                let values =
+                    view.chunk_range(range.start).start..view.chunk_range(range.end - 1).end;
+                let len = 2 * values.len();
+                fused.decode_range(range.clone(), room(buf, len));
+                *next_chunk = range.end;
+                if fused.so_far.error.is_some() && range.end < view.chunk_count() {
+                    // Stop at the first error: skip to the end to report it.
+                    *next_chunk = view.chunk_count();
+                }
+                (*tensor, len, *next_chunk == view.chunk_count())
+            }
+            Streaming::Raw {
+                tensor,
+                next_byte,
+                crc,
+            } => {
+                let bytes = self.tensors[*tensor].data();
+                let piece = &bytes[*next_byte..(*next_byte + self.piece_bytes).min(bytes.len())];
+                crc.update(piece);
+                room(buf, piece.len()).copy_from_slice(piece);
+                *next_byte += piece.len();
+                (*tensor, piece.len(), *next_byte == bytes.len())
+            }
+        };
+        if done {
+            let t = &self.tensors[k];
+            match self.streaming.take().expect("a tensor is being streamed") {
+                Streaming::Huffman { fused, .. } => fused.finish(t),
+                Streaming::Raw { crc, .. } => {
+                    let computed = crc.finalize();
+                    check_crc(t, Checksummed::Data(t.index()), t.data_crc(), computed).and_then(
+                        |()| {
+                            check_crc(
+                                t,
+                                Checksummed::Decoded(t.index()),
+                                t.decoded_crc(),
+                                computed,
+                            )
+                        },
+                    )
+                }
+            }
+            .map_err(RestoreError::Format)?;
+        }
+        Ok(vec![(k, len)])
+    }
+}
+
+/// Decodes `tensors` into `buf` (exactly their total length), in parallel.
+fn decode_batch(tensors: &[Tensor<'_>], buf: &mut [u8]) -> Result<(), RestoreError> {
     let mut slices = Vec::with_capacity(tensors.len());
-    let mut rest = &mut buf[..total];
+    let mut rest = buf;
     for t in tensors {
         let (s, r) = rest.split_at_mut(t.decoded_len() as usize);
         slices.push(s);
@@ -325,12 +546,19 @@ fn decode_batch(tensors: &[Tensor<'_>], buf: &mut Vec<u8>) -> Result<(), Restore
 }
 
 /// Writes the safetensors file that `file` was made from: the 8-byte header
-/// length, the header, then every tensor decoded, in batches of at most
-/// `batch_bytes` decoded in parallel. Calls `progress(bytes)` per tensor.
+/// length, the header, then every tensor decoded: consecutive tensors in
+/// batches of at most `batch_bytes` decoded in parallel, a larger tensor in
+/// pieces of at most 8 MiB (and at most a batch, or 64 KiB). Calls `progress(bytes)`
+/// after each part written.
 ///
-/// While one batch is written on the calling thread, the next is decoded on
-/// the pool, so writing overlaps decoding; two batch buffers are reused
-/// throughout (peak memory: about two batches).
+/// While one buffer is written on the calling thread, the next is decoded on
+/// the pool, so writing overlaps decoding. Two buffers are reused throughout:
+/// peak memory is about two batches (or two pieces, or for a palette-4
+/// tensor larger than a batch, that tensor).
+///
+/// A tensor decoded in pieces is checked (CRCs, stream) as its pieces are
+/// decoded, so on a damaged one the output already holds its first pieces
+/// when the error comes: callers write to a temporary file.
 pub fn write_safetensors<W: Write>(
     file: &UwFile<'_>,
     mut out: W,
@@ -343,47 +571,152 @@ pub fn write_safetensors<W: Write>(
         .map_err(RestoreError::Io)?;
     out.write_all(header.as_bytes()).map_err(RestoreError::Io)?;
     let tensors: Vec<Tensor<'_>> = file.tensors().collect();
-    let batches = batches(&tensors, batch_bytes);
+    let mut decoding = Decoding {
+        tensors: &tensors,
+        piece_bytes: (batch_bytes.min(STREAM_PIECE_BYTES as u64) as usize).max(64 << 10),
+        units: units(&tensors, batch_bytes),
+        next_unit: 0,
+        streaming: None,
+    };
     let (mut ready, mut next) = (Vec::new(), Vec::new());
-    let mut ready_batch: Option<Range<usize>> = None;
-    for b in batches.iter().map(Some).chain([None]) {
+    let mut ready_parts: Option<Vec<(usize, usize)>> = None;
+    loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(RestoreError::Interrupted);
         }
-        let mut decoded = Ok(());
+        let mut filled = Ok(None);
         let mut written = Ok(());
         rayon::in_place_scope(|s| {
-            if let Some(b) = b {
-                let (tensors, next, decoded) = (&tensors, &mut next, &mut decoded);
-                s.spawn(move |_| *decoded = decode_batch(&tensors[b.clone()], next));
-            }
-            if let Some(r) = &ready_batch {
-                written = write_batch(&mut out, &tensors[r.clone()], &ready, progress);
+            let (decoding, next, filled) = (&mut decoding, &mut next, &mut filled);
+            s.spawn(move |_| *filled = decoding.fill(next));
+            if let Some(parts) = &ready_parts {
+                written = write_parts(&mut out, parts, &ready, progress);
             }
         });
         written?;
-        decoded?;
+        ready_parts = filled?;
+        if ready_parts.is_none() {
+            break;
+        }
         std::mem::swap(&mut ready, &mut next);
-        ready_batch = b.cloned();
     }
     out.flush().map_err(RestoreError::Io)?;
     Ok(out)
 }
 
-/// Writes a decoded batch straight from its buffer, tensor by tensor.
-fn write_batch<W: Write>(
+/// Writes decoded parts straight from their buffer.
+fn write_parts<W: Write>(
     out: &mut W,
-    tensors: &[Tensor<'_>],
+    parts: &[(usize, usize)],
     buf: &[u8],
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), RestoreError> {
     let mut at = 0;
-    for t in tensors {
-        let len = t.decoded_len() as usize;
+    for &(_, len) in parts {
         out.write_all(&buf[at..at + len])
             .map_err(RestoreError::Io)?;
         at += len;
         progress(len as u64);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{ConvertOptions, Target, convert_to_vec, parse_safetensors};
+
+    /// A safetensors image with BF16 tensors of several sizes and one F32.
+    fn image() -> Vec<u8> {
+        let mut seed = 0x1234_5678u64;
+        let mut value = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Weight-like: exponents around 120, random sign and mantissa.
+            let e = 116 + (seed % 9) as u16;
+            (e << 7 | (seed >> 32) as u16 & 0x807F).to_le_bytes()
+        };
+        let shapes: [(&str, &str, usize); 4] = [
+            ("a", "BF16", 300_000),
+            ("b", "BF16", 5),
+            ("c", "F32", 1000),
+            ("d", "BF16", 70_000),
+        ];
+        let mut header = String::from("{");
+        let mut data = Vec::new();
+        for (i, (name, dtype, n)) in shapes.iter().enumerate() {
+            let bytes = if *dtype == "F32" { 4 * n } else { 2 * n };
+            let start = data.len();
+            while data.len() < start + bytes {
+                data.extend_from_slice(&value());
+            }
+            header += &format!(
+                "{}\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{n}],\"data_offsets\":[{start},{}]}}",
+                if i > 0 { "," } else { "" },
+                start + bytes
+            );
+        }
+        header += "}";
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(&data);
+        out
+    }
+
+    fn restore(file: &[u8], batch_bytes: u64) -> Result<Vec<u8>, RestoreError> {
+        let file = UwFile::from_bytes(file).expect("valid file");
+        write_safetensors(
+            &file,
+            Vec::new(),
+            batch_bytes,
+            &|_| {},
+            &AtomicBool::new(false),
+        )
+    }
+
+    #[test]
+    fn batches_and_pieces_give_the_source_back() {
+        let source_bytes = image();
+        let source = parse_safetensors(&source_bytes).expect("valid image");
+        for target in [Target::Huffman, Target::Palette4, Target::Raw] {
+            let opts = ConvertOptions {
+                target,
+                ..Default::default()
+            };
+            let (file, _) = convert_to_vec(&source, &opts).expect("converts");
+            // Whole batches, tensors larger than a batch in one or several
+            // pieces, pieces smaller than a chunk.
+            for batch in [64 << 20, 700_000, 100_000, 20_000] {
+                let back = restore(&file, batch).expect("decodes");
+                assert!(back == source_bytes, "{target:?}, batch {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_tensor_decoded_in_pieces_is_reported() {
+        let source_bytes = image();
+        let source = parse_safetensors(&source_bytes).expect("valid image");
+        for target in [Target::Huffman, Target::Raw] {
+            let opts = ConvertOptions {
+                target,
+                ..Default::default()
+            };
+            let (mut file, _) = convert_to_vec(&source, &opts).expect("converts");
+            let t = UwFile::from_bytes(&file)
+                .expect("valid")
+                .tensor("a")
+                .map(|t| (t.data_offset() + t.stored_len() - 10) as usize)
+                .expect("tensor a");
+            file[t] ^= 0x10;
+            match restore(&file, 100_000) {
+                Err(RestoreError::Format(Error::ChecksumMismatch {
+                    what: Checksummed::Data(0),
+                    ..
+                })) => {}
+                other => panic!("{target:?}: {other:?}"),
+            }
+        }
+    }
 }
