@@ -662,20 +662,14 @@ pub fn plan(bytes: &[u8], params: &HuffmanParams, want_crc: bool) -> (Option<Pla
                 .collect()
         });
     let max_len = params.max_code_len;
-    // 1, 2 and 4 tables (as allowed); the cheapest wins, the fewest tables
-    // on ties. The candidates are independent: chosen in parallel.
-    let max_tables = usize::from(params.max_tables.min(limits::MAX_TABLES));
-    let candidate =
-        |t: usize| (t <= max_tables).then(|| choose_tables(&blocks, t, symbols, max_len));
-    let (one, (two, four)) = rayon::join(
-        || candidate(1),
-        || rayon::join(|| candidate(2), || candidate(4)),
-    );
-    let mut choice = one.unwrap_or_else(|| choose_tables(&blocks, 1, symbols, max_len));
-    for c in [two, four].into_iter().flatten() {
+    let mut choice = choose_tables(&blocks, 1, symbols, max_len);
+    let mut t = 2;
+    while t <= usize::from(params.max_tables.min(limits::MAX_TABLES)) {
+        let c = choose_tables(&blocks, t, symbols, max_len);
         if c.cost_bits < choice.cost_bits {
             choice = c;
         }
+        t *= 2;
     }
     let plan = Plan {
         palette: pal,
