@@ -62,6 +62,27 @@ fn check_zero(bytes: &[u8], what: &'static str, offset: u64) -> Result<()> {
     }
 }
 
+/// Steps S2/S14 and the encoded-size limit, shared by both section headers:
+/// the stored count must be the shape's, non-zero and within 2^32 - 1.
+fn check_element_count(stored: u64, from_shape: u64, offset: u64) -> Result<()> {
+    if stored != from_shape || stored == 0 {
+        return Err(bad(
+            "element_count",
+            offset,
+            stored,
+            "does not match the tensor shape",
+        ));
+    }
+    if stored > limits::MAX_ENCODED_ELEMENTS {
+        return Err(Error::LimitExceeded {
+            what: "elements in an encoded tensor",
+            value: stored,
+            limit: limits::MAX_ENCODED_ELEMENTS,
+        });
+    }
+    Ok(())
+}
+
 /// A validated bf16-huffman data section.
 #[derive(Debug, Clone, Copy)]
 pub struct HuffmanView<'a> {
@@ -92,21 +113,7 @@ impl<'a> HuffmanView<'a> {
             })?;
         let h = &header;
         let n = h.element_count.get();
-        if n != element_count || n == 0 {
-            return Err(bad(
-                "element_count",
-                offset,
-                n,
-                "does not match the tensor shape",
-            ));
-        }
-        if n > limits::MAX_ENCODED_ELEMENTS {
-            return Err(Error::LimitExceeded {
-                what: "elements in an encoded tensor",
-                value: n,
-                limit: limits::MAX_ENCODED_ELEMENTS,
-            });
-        }
+        check_element_count(n, element_count, offset)?;
         let p = h.palette_len;
         if p == 0 || p > limits::MAX_PALETTE {
             return Err(bad("palette_len", offset + 8, p.into(), "must be 1..=16"));
@@ -812,21 +819,7 @@ impl<'a> Palette4View<'a> {
             })?;
         let h = &header;
         let n = h.element_count.get();
-        if n != element_count || n == 0 {
-            return Err(bad(
-                "element_count",
-                offset,
-                n,
-                "does not match the tensor shape",
-            ));
-        }
-        if n > limits::MAX_ENCODED_ELEMENTS {
-            return Err(Error::LimitExceeded {
-                what: "elements in an encoded tensor",
-                value: n,
-                limit: limits::MAX_ENCODED_ELEMENTS,
-            });
-        }
+        check_element_count(n, element_count, offset)?;
         let p = h.palette_len;
         if p == 0 || p > limits::MAX_PALETTE {
             return Err(bad("palette_len", offset + 8, p.into(), "must be 1..=16"));
