@@ -89,6 +89,7 @@ struct Scan {
 /// Counts the exponents of `piece` (whole blocks of `block` values) per
 /// block inside the window at `lo`, and all others in one histogram; takes
 /// the CRC of each block right after counting it (still in L1).
+#[inline(never)]
 fn scan_piece(piece: &[u8], block: usize, lo: u8, want_crc: bool) -> Scan {
     let mut scan = Scan {
         outside: [0; 256],
@@ -528,7 +529,7 @@ type CodeLut = [u64; 256];
 /// Writes the codes of `words` (little-endian BF16 bytes of one block) with
 /// `lut`, flushing the register after every `K` codes (`K` is 2 or 4, and
 /// `K` codes fit the 56 free bits).
-#[inline(always)]
+#[inline(never)]
 fn write_codes<const K: usize>(w: &mut SliceBitWriter<'_>, words: &[u8], lut: &CodeLut) {
     let put = |w: &mut SliceBitWriter<'_>, e: u8| {
         let v = lut[usize::from(e)];

@@ -14,6 +14,7 @@ pub mod huffman_build;
 pub mod palette4;
 pub mod restore;
 pub mod source_header;
+pub mod stream_copy;
 
 pub use convert::{ConvertOptions, Target, convert, encode_tensor, parse_safetensors};
 pub use error::{Error, Result};

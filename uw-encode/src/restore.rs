@@ -6,17 +6,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crc32fast::Hasher;
 use rayon::prelude::*;
+use crate::stream_copy::copy_nontemporal;
 use uw_format::{Checksummed, Encoded, Error, HuffmanDecoder, HuffmanView, Tensor, UwFile};
 
 /// Sections smaller than this are checked and decoded in separate passes:
 /// they stay in cache between passes, and fusing the CRCs into the decode
 /// costs a few CRC combinations (microseconds each).
-const FUSE_MIN_BYTES: usize = 1 << 20;
+const FUSE_MIN_BYTES: usize = 1 << 16;
 
 /// Chunks decoded per step of a fused decode: the decoder interleaves four
 /// chunks, and four chunks' output (128 KiB by default) is still in cache
 /// when its CRC is taken.
 const CHUNKS_PER_STEP: usize = 4;
+
+/// Largest staging buffer of a fused decode (see [`FusedHuffman`]).
+const MAX_STAGING_BYTES: usize = 1 << 20;
 
 /// Pieces a buffer is cut into for parallel CRCs and copies.
 const PIECE_BYTES: usize = 1 << 20;
@@ -249,6 +253,15 @@ impl<'v> FusedHuffman<'v> {
             .zip(bounds.par_windows(2))
             .map(|((g, piece), b)| {
                 let mut o = RangeOutcome::new();
+                // Decoded into a small buffer that stays in cache, hashed
+                // there, and streamed out (see `stream_copy`); chunks too
+                // large for that are decoded in place.
+                let staging_len = 2 * CHUNKS_PER_STEP * chunk_len;
+                let mut staging = if staging_len <= MAX_STAGING_BYTES {
+                    vec![0u8; staging_len.min(piece.len())]
+                } else {
+                    Vec::new()
+                };
                 let mut hashed = b[0];
                 let mut c = g.start;
                 while c < g.end {
@@ -264,11 +277,22 @@ impl<'v> FusedHuffman<'v> {
                     hashed = upto;
                     let g_base = g.start * chunk_len;
                     let dst = &mut piece[2 * (values.start - g_base)..2 * (values.end - g_base)];
-                    if let Err(e) = decoder.decode_chunks(c, step, dst) {
-                        o.error = Some(e);
-                        break;
+                    let decoded = if staging.is_empty() {
+                        decoder.decode_chunks(c, step, dst).map(|()| &*dst)
+                    } else {
+                        let buf = &mut staging[..dst.len()];
+                        decoder.decode_chunks(c, step, buf).map(|()| &*buf)
+                    };
+                    match decoded {
+                        Ok(bytes) => o.decoded.update(bytes),
+                        Err(e) => {
+                            o.error = Some(e);
+                            break;
+                        }
                     }
-                    o.decoded.update(dst);
+                    if !staging.is_empty() {
+                        copy_nontemporal(dst, &staging[..dst.len()]);
+                    }
                     c += step;
                 }
                 o
