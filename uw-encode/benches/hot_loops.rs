@@ -92,14 +92,12 @@ fn encoder(c: &mut Criterion) {
         });
     }
 
-    g.bench_function("plan (counting pass + table choice)", |b| {
-        b.iter(|| bf16_huffman::plan(black_box(&bytes), &params, false))
+    g.bench_function("plan (sample counts + table choice)", |b| {
+        b.iter(|| bf16_huffman::plan(black_box(&bytes), &params))
     });
-    let plan = bf16_huffman::plan(&bytes, &params, false)
-        .0
-        .expect("the sample encodes");
-    g.bench_function("bit_stream_encode (write_planned)", |b| {
-        b.iter(|| bf16_huffman::write_planned(black_box(&bytes), &params, &plan))
+    let plan = bf16_huffman::plan(&bytes, &params).expect("the sample encodes");
+    g.bench_function("single pass (write_planned)", |b| {
+        b.iter(|| bf16_huffman::write_planned(black_box(&bytes), &params, &plan, true))
     });
     g.bench_function("huffman_encode_with_crc", |b| {
         b.iter(|| bf16_huffman::encode_with_crc(black_box(&bytes), &params))

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::stream_copy::copy_nontemporal;
 use crc32fast::Hasher;
 use rayon::prelude::*;
-use crate::stream_copy::copy_nontemporal;
 use uw_format::{Checksummed, Encoded, Error, HuffmanDecoder, HuffmanView, Tensor, UwFile};
 
 /// Sections smaller than this are checked and decoded in separate passes:

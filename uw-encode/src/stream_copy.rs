@@ -54,10 +54,7 @@ mod x86 {
         let body = dst.len() / 16 * 16;
         let (dst_body, dst_tail) = dst.split_at_mut(body);
         let (src_body, src_tail) = src.split_at(body);
-        for (d, s) in dst_body
-            .chunks_exact_mut(16)
-            .zip(src_body.chunks_exact(16))
-        {
+        for (d, s) in dst_body.chunks_exact_mut(16).zip(src_body.chunks_exact(16)) {
             // SAFETY: `s` is 16 readable bytes (unaligned load allowed);
             // `d` is 16 writable bytes at a 16-byte-aligned address (the
             // body starts aligned and advances by 16), as the streaming
