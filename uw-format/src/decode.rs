@@ -329,15 +329,30 @@ impl<'a> HuffmanView<'a> {
             for t in 0..table_count {
                 let table = match (0..t).find(|&u| lengths(u) == lengths(t)) {
                     Some(u) => multi[u].clone(),
-                    None => huffman::build_multi_table(lengths(t), self.palette(), escape),
+                    None => {
+                        let mut m = huffman::build_multi_table(lengths(t), self.palette(), escape);
+                        huffman::mark_long_codes(&mut m, lengths(t), self.palette(), escape);
+                        m
+                    }
                 };
                 multi.push(table);
             }
         }
+        // Palette exponents are distinct, so an exponent names its symbol.
+        let exp_lens = (0..table_count)
+            .map(|t| {
+                let mut lens = [0u8; 256];
+                for (&exp, &len) in self.palette().iter().zip(lengths(t)) {
+                    lens[usize::from(exp)] = len;
+                }
+                lens
+            })
+            .collect();
         HuffmanDecoder {
             view: *self,
             tables,
             multi,
+            exp_lens,
         }
     }
 }
@@ -431,6 +446,8 @@ struct Lane<'t, 'd> {
     seg_end: usize,
     multi: &'t MultiTable,
     table: &'t [Entry],
+    /// The code length of each exponent of the current table.
+    exp_len: &'t [u8; 256],
     /// First value of the current piece, as an element index of the tensor.
     piece_start: usize,
     piece_len: usize,
@@ -443,8 +460,11 @@ pub struct HuffmanDecoder<'a> {
     view: HuffmanView<'a>,
     /// One-symbol tables, `2^max_code_len` entries each, table after table.
     tables: Vec<Entry>,
-    /// Multi-symbol tables, one per code table; empty for small tensors.
+    /// Multi-symbol tables, one per code table, with
+    /// [`huffman::mark_long_codes`] applied; empty for small tensors.
     multi: Vec<Box<MultiTable>>,
+    /// Per code table: the code length of each palette exponent.
+    exp_lens: Vec<[u8; 256]>,
 }
 
 impl<'a> HuffmanDecoder<'a> {
@@ -529,18 +549,34 @@ impl<'a> HuffmanDecoder<'a> {
                 return Ok(());
             }
             if lane.k < lane.seg_end {
-                // A whole entry if it ends inside the run, else one value.
+                // As much of an entry as lies inside the run: its first
+                // values' lengths come from their exponents.
                 lane.reader.refill();
                 let e =
                     lane.multi[(lane.reader.bits() & (huffman::MULTI_SIZE as u64 - 1)) as usize];
                 let count = huffman::multi_count(e) as usize;
-                if count != 0 && lane.k + count <= lane.seg_end {
+                if count != 0 {
+                    let take = count.min(lane.seg_end - lane.k);
+                    let bits = if take == count {
+                        huffman::multi_bits(e)
+                    } else {
+                        e.to_le_bytes()[..take]
+                            .iter()
+                            .map(|&x| u32::from(lane.exp_len[usize::from(x)]))
+                            .sum()
+                    };
                     out[lane.k..lane.k + 8].copy_from_slice(&e.to_le_bytes());
-                    lane.k += count;
-                    lane.reader.consume(huffman::multi_bits(e));
+                    lane.k += take;
+                    lane.reader.consume(bits);
                 } else {
-                    decode_one(&mut lane.reader, lane.table, mask, &mut out[lane.k])
-                        .map_err(|b| self.no_code(lane.data_start, b))?;
+                    lane.reader = self.step_one(
+                        lane.reader.clone(),
+                        e,
+                        lane.table,
+                        mask,
+                        &mut out[lane.k],
+                        lane.data_start,
+                    )?;
                     lane.k += 1;
                 }
                 continue;
@@ -566,6 +602,145 @@ impl<'a> HuffmanDecoder<'a> {
             lane.seg_end = end.min(piece_end) - lane.piece_start;
             lane.table = &self.tables[t * size..][..size];
             lane.multi = self.multi.get(t).map_or(&NO_MULTI, |m| m);
+            lane.exp_len = &self.exp_lens[t];
+        }
+    }
+
+    /// One multi-symbol lookup for a lane with room for a whole entry
+    /// (`k + MAX <= PIECE`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn step(
+        &self,
+        rd: &mut BitReader<'_>,
+        k: &mut usize,
+        multi: &MultiTable,
+        table: &[Entry],
+        out: &mut [u8; PIECE + SLACK],
+        mask: u64,
+        data_start: u64,
+    ) -> Result<()> {
+        const MULTI_MASK: u64 = huffman::MULTI_SIZE as u64 - 1;
+        // k + MAX <= seg_end <= PIECE here, so the mask changes nothing but
+        // lets the compiler see the store is in bounds.
+        let at = *k & (PIECE - 1);
+        let e = multi[(rd.bits() & MULTI_MASK) as usize];
+        let count = huffman::multi_count(e) as usize;
+        if count == 0 {
+            *rd = self.step_one(rd.clone(), e, table, mask, &mut out[at], data_start)?;
+            *k += 1;
+        } else {
+            // All 8 bytes are stored; the ones past `count` are overwritten
+            // next or lie in the slack.
+            out[at..at + 8].copy_from_slice(&e.to_le_bytes());
+            *k += count;
+            rd.consume(huffman::multi_bits(e));
+        }
+        Ok(())
+    }
+
+    /// The rare lookup that the multi-symbol table defers (`e`, with no
+    /// values: escapes, long codes, bad bits): one value, then a refill back
+    /// to a full buffer for the lookups left. Out of line, so that the
+    /// lockstep loop stays small; the reader goes in and out by value, as a
+    /// reference would keep it in memory in the lockstep loop too.
+    #[inline(never)]
+    fn step_one<'d>(
+        &self,
+        mut rd: BitReader<'d>,
+        e: huffman::MultiEntry,
+        table: &[Entry],
+        mask: u64,
+        dst: &mut u8,
+        data_start: u64,
+    ) -> Result<BitReader<'d>> {
+        let len = huffman::multi_bits(e);
+        if len == 0 {
+            decode_one(&mut rd, table, mask, dst).map_err(|b| self.no_code(data_start, b))?;
+        } else {
+            // Marked by `huffman::mark_long_codes`: decoded as `decode_one`
+            // would, without its table.
+            rd.refill();
+            let bits = rd.bits();
+            let sel = (bits >> huffman::MULTI_BITS) as u32 & u32::from(len > huffman::MULTI_BITS);
+            let esc = (e >> (16 + sel)) as u32 & 1;
+            *dst = if esc != 0 {
+                (bits >> len) as u8
+            } else {
+                (e >> (8 * sel)) as u8
+            };
+            rd.consume(len + 8 * esc);
+        }
+        rd.refill();
+        Ok(rd)
+    }
+
+    /// Decodes whole multi-symbol entries in all `S` lanes in lockstep, for
+    /// as long as every lane has room for one more entry in its run; returns
+    /// when some lane is within [`huffman::MULTI_MAX_SYMBOLS`] values of its
+    /// run end (or done), for [`Self::lane_boundary`] to move it on.
+    ///
+    /// An entry yields at most `MAX` values, so `(seg_end - k) / MAX` entries
+    /// are safe for a lane without a check; the smallest of these over the
+    /// lanes is taken in one go. The lane state is copied into local arrays
+    /// that the compiler keeps in registers: looping over the `Lane` structs
+    /// themselves kept it on the stack, each step's bits going through a
+    /// store and a load.
+    #[inline(always)]
+    fn lockstep<const S: usize>(
+        &self,
+        lanes: &mut [Lane<'_, '_>; S],
+        outs: &mut [[u8; PIECE + SLACK]; S],
+        mask: u64,
+    ) -> Result<()> {
+        const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
+        const { assert!(S <= 4, "step! below is spelled out for 4 lanes") };
+        loop {
+            let mut rounds = usize::MAX;
+            for lane in lanes.iter() {
+                rounds = rounds.min((lane.seg_end - lane.k) / MAX);
+            }
+            if rounds == 0 {
+                return Ok(());
+            }
+            let mut rd: [BitReader<'_>; S] = std::array::from_fn(|s| lanes[s].reader.clone());
+            let mut k: [usize; S] = std::array::from_fn(|s| lanes[s].k);
+            let multi: [&MultiTable; S] = std::array::from_fn(|s| lanes[s].multi);
+            let table: [&[Entry]; S] = std::array::from_fn(|s| lanes[s].table);
+            while rounds > 0 {
+                let n = rounds.min(LOOKUPS_PER_REFILL);
+                rounds -= n;
+                for r in rd.iter_mut() {
+                    r.refill();
+                }
+                for _ in 0..n {
+                    // Spelled out per lane so that each lane's state has
+                    // fixed registers; a loop over the lanes was not unrolled.
+                    macro_rules! step {
+                        ($s:literal) => {
+                            if $s < S {
+                                self.step(
+                                    &mut rd[$s],
+                                    &mut k[$s],
+                                    multi[$s],
+                                    table[$s],
+                                    &mut outs[$s],
+                                    mask,
+                                    lanes[$s].data_start,
+                                )?;
+                            }
+                        };
+                    }
+                    step!(0);
+                    step!(1);
+                    step!(2);
+                    step!(3);
+                }
+            }
+            for (s, lane) in lanes.iter_mut().enumerate() {
+                lane.reader = rd[s].clone();
+                lane.k = k[s];
+            }
         }
     }
 
@@ -579,7 +754,6 @@ impl<'a> HuffmanDecoder<'a> {
         mut emit: impl FnMut(usize, usize, &[u8]),
     ) -> Result<()> {
         const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
-        const MULTI_MASK: u64 = huffman::MULTI_SIZE as u64 - 1;
         let v = &self.view;
         let size = 1usize << v.header.max_code_len;
         let mask = size as u64 - 1;
@@ -595,6 +769,7 @@ impl<'a> HuffmanDecoder<'a> {
             seg_end: 0,
             multi: &NO_MULTI,
             table: &self.tables[..size],
+            exp_len: &self.exp_lens[0],
             piece_start: v.chunk_range(first + s).start,
             piece_len: 0,
             done: false,
@@ -611,50 +786,32 @@ impl<'a> HuffmanDecoder<'a> {
                 lane.done = false;
             }
             loop {
-                'fast: loop {
-                    for lane in lanes.iter_mut() {
-                        lane.reader.refill();
-                    }
-                    for _ in 0..LOOKUPS_PER_REFILL {
-                        for (lane, out) in lanes.iter_mut().zip(scratch.iter_mut()) {
-                            if lane.k + MAX > lane.seg_end {
-                                if lane.done {
-                                    continue;
-                                }
-                                break 'fast;
-                            }
-                            // k + MAX <= seg_end <= PIECE here, so the mask
-                            // changes nothing but lets the compiler see the
-                            // store is in bounds.
-                            let k = lane.k & (PIECE - 1);
-                            let e = lane.multi[(lane.reader.bits() & MULTI_MASK) as usize];
-                            let count = huffman::multi_count(e) as usize;
-                            if count == 0 {
-                                decode_one(&mut lane.reader, lane.table, mask, &mut out[k])
-                                    .map_err(|b| self.no_code(lane.data_start, b))?;
-                                lane.k += 1;
-                                // Back to >= 56 bits for the lookups left.
-                                lane.reader.refill();
-                            } else {
-                                // All 8 bytes are stored; the ones past `count`
-                                // are overwritten next or lie in the slack.
-                                out[k..k + 8].copy_from_slice(&e.to_le_bytes());
-                                lane.k += count;
-                                lane.reader.consume(huffman::multi_bits(e));
-                            }
-                        }
-                    }
-                }
-                let mut all_done = true;
+                self.lockstep(&mut lanes, &mut scratch, mask)?;
+                let mut active = 0;
                 for (lane, out) in lanes.iter_mut().zip(scratch.iter_mut()) {
-                    if !lane.done {
+                    if !lane.done && lane.k + MAX > lane.seg_end {
                         self.lane_boundary(lane, out)?;
                     }
-                    all_done &= lane.done;
+                    active += usize::from(!lane.done);
                 }
-                if all_done {
-                    break;
+                if active == S {
+                    continue;
                 }
+                // Once one lane has finished the piece, the others finish it
+                // one by one. (Letting each lane go on to its next piece at
+                // once, so that lanes fall out of step only at chunk ends,
+                // measured no faster.)
+                for (lane, out) in lanes.iter_mut().zip(scratch.iter_mut()) {
+                    while !lane.done {
+                        self.lockstep::<1>(
+                            std::array::from_mut(lane),
+                            std::array::from_mut(out),
+                            mask,
+                        )?;
+                        self.lane_boundary(lane, out)?;
+                    }
+                }
+                break;
             }
             for (s, out) in scratch.iter().enumerate() {
                 emit(s, off, &out[..piece_len]);
