@@ -27,6 +27,7 @@ use zerocopy::IntoBytes;
 use crc32fast::Hasher;
 
 use crate::bf16_split::{exponent_of, palette, sign_mantissa_serial};
+use crate::bitwriter::RegisterBits;
 
 /// Tunable choices of the reference encoder; the defaults are what the spec's
 /// rationale measured.
@@ -436,46 +437,6 @@ impl PairLut {
     }
 }
 
-/// An LSB-first bit writer's state (spec "Bit order"), passed by value to
-/// [`write_codes`] and returned, so that it stays in registers there.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bits {
-    /// Pending bits, the first at bit 0.
-    acc: u64,
-    /// How many bits of `acc` are pending (at most 7 after a flush).
-    nbits: u64,
-    /// Where the next whole byte goes.
-    pos: usize,
-}
-
-impl Bits {
-    /// Appends the low `len` bits of `bits` (higher bits zero); at most 56
-    /// may be put between flushes.
-    #[inline(always)]
-    fn put(&mut self, (bits, len): (u64, u64)) {
-        self.acc |= bits << self.nbits;
-        self.nbits += len;
-    }
-
-    /// Stores all 8 bytes of the register and advances by the whole ones:
-    /// no branch on how many bits are pending. `out` has 8 bytes of slack
-    /// past the last byte written, so the store never needs cutting.
-    #[inline(always)]
-    fn flush(&mut self, out: &mut [u8]) {
-        out[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
-        let whole = self.nbits >> 3;
-        self.pos += whole as usize;
-        // whole <= 7, so the shift is below 64.
-        self.acc >>= 8 * whole;
-        self.nbits &= 7;
-    }
-
-    /// Bytes written, the last partial one (zero-padded) included.
-    fn len(&self) -> usize {
-        self.pos + usize::from(self.nbits > 0)
-    }
-}
-
 /// Writes the codes of `words` (little-endian BF16 bytes of one block) with
 /// `lut` (and `pairs`, made from it) into `out` from `bits` on: four codes
 /// at a time when they fit the 56 bits a flush leaves free (always, unless
@@ -484,7 +445,13 @@ impl Bits {
 // loop, that state and the tables' addresses were spilled to the stack and
 // reloaded on every iteration.
 #[inline(never)]
-fn write_codes(out: &mut [u8], start: Bits, words: &[u8], lut: &CodeLut, pairs: &PairLut) -> Bits {
+fn write_codes(
+    out: &mut [u8],
+    start: RegisterBits,
+    words: &[u8],
+    lut: &CodeLut,
+    pairs: &PairLut,
+) -> RegisterBits {
     // A local copy: the argument and the result live in memory (the ABI
     // passes them by address), and stores into `out` might alias them.
     let mut b = start;
@@ -843,7 +810,7 @@ pub fn write_planned(
                 // 8 bytes of slack for the writer's whole-register stores.
                 w.stream.resize(start + len + 8, 0);
                 let out = &mut w.stream[start..];
-                let mut bits = Bits::default();
+                let mut bits = RegisterBits::default();
                 let tables = &w.tables[w.tables.len() - block_bits.len()..];
                 for (words, &table) in piece.chunks(2 * block).zip(tables) {
                     let table = usize::from(table);

@@ -41,57 +41,40 @@ impl BitWriter {
     }
 }
 
-/// The bytes of `word` that fit in `out` at `pos`: the last stores of a
-/// slice. A free function, so that the writer's fields can stay in
-/// registers in the hot loop rather than being kept in memory for it.
-#[cold]
-fn store_tail(out: &mut [u8], pos: usize, word: &[u8; 8]) {
-    let rest = out.len().saturating_sub(pos).min(8);
-    out[pos..pos + rest].copy_from_slice(&word[..rest]);
-}
-
-/// LSB-first bit writer into a slice whose exact final length is known.
+/// LSB-first bit writer state for writing into a slice with slack: a
+/// 64-bit register of pending bits and the position of the next whole byte.
 ///
-/// Codes accumulate in a 64-bit register; [`SliceBitWriter::flush`] stores
-/// all 8 register bytes at once and advances by the whole bytes written, so
-/// there is no branch on how many bits are pending. Near the end of the
-/// slice the store is cut to the bytes that remain.
-#[derive(Debug)]
-pub struct SliceBitWriter<'a> {
-    out: &'a mut [u8],
-    pos: usize,
+/// [`RegisterBits::flush`] stores all 8 register bytes at once and advances
+/// by the whole bytes written, so there is no branch on how many bits are
+/// pending. The state is `Copy` and separate from the slice, so a hot loop
+/// can hold it in registers (taken by value, returned by value); a writer
+/// that held `&mut [u8]` inside was kept in memory by the compiler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegisterBits {
+    /// Pending bits, the first at bit 0.
     acc: u64,
-    nbits: u32,
+    /// How many bits of `acc` are pending (at most 7 after a flush).
+    nbits: u64,
+    /// Where the next whole byte goes.
+    pos: usize,
 }
 
-impl<'a> SliceBitWriter<'a> {
-    /// A writer at the start of `out`.
-    pub fn new(out: &'a mut [u8]) -> Self {
-        Self {
-            out,
-            pos: 0,
-            acc: 0,
-            nbits: 0,
-        }
-    }
-
-    /// Appends the low `len` bits of `value` (higher bits zero). At most 56
+impl RegisterBits {
+    /// Appends the low `len` bits of `bits` (higher bits zero); at most 56
     /// bits may be put between two flushes.
     #[inline(always)]
-    pub fn put(&mut self, value: u64, len: u32) {
-        debug_assert!(value >> len == 0 && self.nbits + len <= 63);
-        self.acc |= value << self.nbits;
+    pub fn put(&mut self, (bits, len): (u64, u64)) {
+        debug_assert!(len <= 64 && (len == 64 || bits >> len == 0) && self.nbits + len <= 63);
+        self.acc |= bits << self.nbits;
         self.nbits += len;
     }
 
-    /// Moves the whole bytes of the register to the slice.
+    /// Stores the register at the current position and moves on by its
+    /// whole bytes. `out` must have 8 bytes past the last byte that will
+    /// be written (the store is a whole register); else this panics.
     #[inline(always)]
-    pub fn flush(&mut self) {
-        let word = self.acc.to_le_bytes();
-        match self.out.get_mut(self.pos..self.pos + 8) {
-            Some(dst) => dst.copy_from_slice(&word),
-            None => store_tail(self.out, self.pos, &word),
-        }
+    pub fn flush(&mut self, out: &mut [u8]) {
+        out[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
         let whole = self.nbits >> 3;
         self.pos += whole as usize;
         // whole <= 7, so the shift is below 64.
@@ -99,15 +82,15 @@ impl<'a> SliceBitWriter<'a> {
         self.nbits &= 7;
     }
 
-    /// Writes the last partial byte (zero padding bits) and returns the
-    /// number of bytes written in all.
-    pub fn finish(mut self) -> usize {
-        self.flush();
-        if self.nbits > 0 {
-            self.out[self.pos] = self.acc as u8;
-            self.pos += 1;
-        }
-        self.pos
+    /// Bytes written so far once the last flush is done, the last partial
+    /// byte (its padding bits zero, already stored by the flush) included.
+    pub fn len(&self) -> usize {
+        self.pos + usize::from(self.nbits > 0)
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -135,7 +118,7 @@ mod tests {
     }
 
     #[test]
-    fn slice_writer_matches_vec_writer() {
+    fn register_writer_matches_vec_writer() {
         let fields: Vec<(u64, u32)> = (0..500u64)
             .map(|i| {
                 let len = (i * 7 % 20 + 1) as u32;
@@ -147,15 +130,19 @@ mod tests {
             v.write(x, l);
         }
         let want = v.finish();
-        let mut out = vec![0u8; want.len()];
-        let mut w = SliceBitWriter::new(&mut out);
+        let mut out = vec![0u8; want.len() + 8];
+        let mut w = RegisterBits::default();
         for pair in fields.chunks(2) {
             for &(x, l) in pair {
-                w.put(x, l);
+                w.put((x, u64::from(l)));
             }
-            w.flush();
+            w.flush(&mut out);
         }
-        assert_eq!(w.finish(), want.len());
-        assert_eq!(out, want);
+        assert_eq!(w.len(), want.len());
+        assert_eq!(&out[..want.len()], &want[..]);
+        assert!(
+            out[want.len()..].iter().all(|&b| b == 0),
+            "slack stays zero"
+        );
     }
 }
