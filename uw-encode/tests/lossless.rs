@@ -199,6 +199,79 @@ fn multi_table_multi_chunk_and_escape_paths_are_exercised() {
     }
 }
 
+/// A tensor of more than 128 blocks is planned from a sample of its blocks
+/// (spec: "Reference encoder choices"). Exponents that only unsampled
+/// blocks hold must still come back: every table codes every symbol, the
+/// escape included.
+#[test]
+fn sampled_plans_cover_exponents_the_sample_missed() {
+    let params = HuffmanParams::default();
+    let block = 1usize << params.block_log2;
+    let blocks = 512;
+    let mut words = realistic_bf16(blocks * block, 21, 0.02, 0.0);
+    // With 512 blocks the sample is every 4th run of 8 blocks, starting
+    // with the first: blocks 8..32 are never sampled.
+    let odd = [
+        0x0000, 0x8000, 0x0001, 0x7F80, 0xFF80, 0x7FC0, 0xFFFF, 0x6400, 0x3F80,
+    ];
+    for (i, &w) in odd.iter().enumerate() {
+        for k in 0..40 {
+            words[(9 + i) * block + 7 * k] = w;
+        }
+    }
+    let raw = words_to_bytes(&words);
+    let plan = bf16_huffman::plan(&raw, &params).expect("plans");
+    assert!(plan.assignment.is_none(), "planned from a sample");
+    assert!(plan.has_escape);
+    assert!(
+        odd.iter().all(|&w| {
+            let e = (w >> 7) as u8;
+            !plan.palette.contains(&e)
+        }),
+        "the sample did not see the odd exponents"
+    );
+    for (t, lengths) in plan.tables.iter().enumerate() {
+        let symbols = plan.palette.len() + 1;
+        assert!(
+            lengths[..symbols].iter().all(|&l| l > 0),
+            "table {t} codes every symbol"
+        );
+    }
+    assert_sections_round_trip(&raw, &params);
+}
+
+/// The encoder looks up two codes at once for exponents inside a 32-wide
+/// window at the palette's lowest exponent (clamped so the window ends at
+/// 255): palettes at the bottom and at the top of the exponent range, with
+/// values outside the window mixed in.
+#[test]
+fn sampled_plans_round_trip_at_both_ends_of_the_exponent_range() {
+    let params = HuffmanParams::default();
+    for (lo, span) in [(0u16, 16u16), (230, 16), (240, 16), (200, 56)] {
+        let mut rng = Rng::new(u64::from(lo) + 5);
+        let words: Vec<u16> = (0..300 * 512)
+            .map(|i| {
+                // Geometric-ish: low offsets most frequent.
+                let off = (rng.below(u64::from(span)) * rng.below(u64::from(span))) as u16 / span;
+                let e = if i % 997 == 0 {
+                    rng.below(256) as u16
+                } else {
+                    lo + off
+                };
+                (rng.below(2) as u16) << 15 | e.min(255) << 7 | rng.below(128) as u16
+            })
+            .collect();
+        let raw = words_to_bytes(&words);
+        assert!(
+            bf16_huffman::plan(&raw, &params)
+                .expect("plans")
+                .assignment
+                .is_none()
+        );
+        assert_sections_round_trip(&raw, &params);
+    }
+}
+
 #[test]
 fn encoding_is_deterministic() {
     let raw = words_to_bytes(&realistic_bf16(100_000, 3, 0.02, 0.003));
