@@ -641,9 +641,9 @@ pub fn plan(bytes: &[u8], params: &HuffmanParams) -> Option<Plan> {
 
 /// Per exponent, its bits (code, plus the 8-bit literal for an escape)
 /// under each of up to four tables, in 16-bit lanes: summed over a block
-/// they give the block's bits under every table at once (a block has at
-/// most 2^15 values of at most 20 bits each here, so no lane overflows
-/// into the next). Used only when every table codes every symbol.
+/// they give the block's bits under every table at once. Used only when
+/// every table codes every symbol, and only for blocks small enough that
+/// no lane can overflow into the next (see `packed_costs_fit`).
 type CostLut = [u64; 256];
 
 fn cost_lut(plan: &Plan) -> CostLut {
@@ -687,6 +687,19 @@ fn cheapest(costs: u64, t: usize) -> (u8, u64) {
         let c = (costs >> (16 * k)) & 0xFFFF;
         if c < best.1 {
             best = (k as u8, c);
+        }
+    }
+    best
+}
+
+/// The cheapest table for a block (the first among equals) and its bits,
+/// costed table by table: for blocks too large for [`block_costs`].
+fn cheapest_exact(words: &[u8], luts: &[CodeLut]) -> (u8, u64) {
+    let mut best = (0u8, u64::MAX);
+    for (k, lut) in luts.iter().enumerate() {
+        let bits = block_bits_exact(words, lut);
+        if bits < best.1 {
+            best = (k as u8, bits);
         }
     }
     best
@@ -744,6 +757,10 @@ pub fn write_planned(
         .map(|l| PairLut::new(l, &plan.palette))
         .collect();
     let costs = cost_lut(plan);
+    // Packed 16-bit costs hold a block's bits only while the largest
+    // possible (every value an escape: `max_len + 8` bits) fits: blocks of
+    // up to 2^11 values. Larger blocks are costed table by table.
+    let packed_costs_fit = (u64::from(max_len) + 8) << params.block_log2 < 1 << 16;
 
     // The header, the sign+mantissa plane, the chunk index and the
     // selectors have sizes known now; the exponent stream, last, is appended
@@ -800,7 +817,8 @@ pub fn write_planned(
                             let table = a[first_block + w.tables.len()];
                             (table, block_bits_exact(words, &luts[usize::from(table)]))
                         }
-                        None => cheapest(block_costs(words, &costs), t),
+                        None if packed_costs_fit => cheapest(block_costs(words, &costs), t),
+                        None => cheapest_exact(words, &luts),
                     };
                     w.tables.push(table);
                     block_bits.push(bits);

@@ -240,6 +240,38 @@ fn sampled_plans_cover_exponents_the_sample_missed() {
     assert_sections_round_trip(&raw, &params);
 }
 
+/// Blocks of 2^12 values and more are too large for the encoder's packed
+/// 16-bit block costs (a block of escapes would overflow a lane) and are
+/// costed table by table; sampled plans with such blocks must still pick
+/// exact sizes.
+#[test]
+fn sampled_plans_with_large_blocks_round_trip() {
+    for block_log2 in [11u8, 12, 14] {
+        let params = HuffmanParams {
+            block_log2,
+            chunk_log2: block_log2 + 1,
+            max_code_len: 12,
+            max_tables: 4,
+        };
+        let n = 130usize << block_log2;
+        // Scales that change every block, and many escapes, so tables differ
+        // and blocks are expensive.
+        let mut words = Vec::with_capacity(n);
+        for b in 0..130u64 {
+            let sigma = [1e-3, 0.02, 0.5, 20.0][(b % 4) as usize];
+            words.extend(realistic_bf16(1 << block_log2, b, sigma, 0.05));
+        }
+        let raw = words_to_bytes(&words);
+        assert!(
+            bf16_huffman::plan(&raw, &params)
+                .expect("plans")
+                .assignment
+                .is_none()
+        );
+        assert_sections_round_trip(&raw, &params);
+    }
+}
+
 /// The encoder looks up two codes at once for exponents inside a 32-wide
 /// window at the palette's lowest exponent (clamped so the window ends at
 /// 255): palettes at the bottom and at the top of the exponent range, with
