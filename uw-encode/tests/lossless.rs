@@ -199,6 +199,15 @@ fn multi_table_multi_chunk_and_escape_paths_are_exercised() {
     }
 }
 
+/// Checks that `words` are planned from a sample (more than 128 blocks)
+/// and that both encoders' sections decode back to them.
+fn assert_sampled_round_trip(words: &[u16], params: &HuffmanParams) {
+    let raw = words_to_bytes(words);
+    let plan = bf16_huffman::plan(&raw, params).expect("plans");
+    assert!(plan.assignment.is_none(), "planned from a sample");
+    assert_sections_round_trip(&raw, params);
+}
+
 /// A tensor of more than 128 blocks is planned from a sample of its blocks
 /// (spec: "Reference encoder choices"). Exponents that only unsampled
 /// blocks hold must still come back: every table codes every symbol, the
@@ -261,14 +270,7 @@ fn sampled_plans_with_large_blocks_round_trip() {
             let sigma = [1e-3, 0.02, 0.5, 20.0][(b % 4) as usize];
             words.extend(realistic_bf16(1 << block_log2, b, sigma, 0.05));
         }
-        let raw = words_to_bytes(&words);
-        assert!(
-            bf16_huffman::plan(&raw, &params)
-                .expect("plans")
-                .assignment
-                .is_none()
-        );
-        assert_sections_round_trip(&raw, &params);
+        assert_sampled_round_trip(&words, &params);
     }
 }
 
@@ -293,14 +295,7 @@ fn sampled_plans_round_trip_at_both_ends_of_the_exponent_range() {
                 (rng.below(2) as u16) << 15 | e.min(255) << 7 | rng.below(128) as u16
             })
             .collect();
-        let raw = words_to_bytes(&words);
-        assert!(
-            bf16_huffman::plan(&raw, &params)
-                .expect("plans")
-                .assignment
-                .is_none()
-        );
-        assert_sections_round_trip(&raw, &params);
+        assert_sampled_round_trip(&words, &params);
     }
 }
 
