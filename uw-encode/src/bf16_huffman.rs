@@ -1,8 +1,9 @@
 //! Encoder for the bf16-huffman form (spec: "bf16-huffman").
 //!
-//! Planning looks at a sample: up to [`CHOICE_SAMPLE_BLOCKS`] evenly spaced
-//! blocks give the palette and up to four code tables (every block of a
-//! small tensor is counted, and the plan is then exact). Then one pass over
+//! Planning looks at a sample: up to [`CHOICE_SAMPLE_BLOCKS`] blocks, in
+//! evenly spaced runs of consecutive blocks, give the palette and up to four
+//! code tables (every block of a small tensor is counted, and the plan is
+//! then exact). Then one pass over
 //! the input, chunk by chunk (chunks of a thread in parallel with other
 //! threads'), does everything else while the chunk is in L1: the CRC of the
 //! raw bytes, each block's cost under every table (one table lookup and
