@@ -540,7 +540,7 @@ pub struct Plan {
 }
 
 /// Consecutive blocks per run of the sample [`plan`] takes.
-const SAMPLE_RUN_BLOCKS: usize = 8;
+pub const SAMPLE_RUN_BLOCKS: usize = 8;
 
 /// Chooses the palette and the code tables of `bytes` from a sample of
 /// their blocks (see the module docs), or `None` when the form cannot hold
