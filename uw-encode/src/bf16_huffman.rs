@@ -549,6 +549,7 @@ pub fn plan(bytes: &[u8], params: &HuffmanParams) -> Option<Plan> {
     let n = bytes.len() / 2;
     if n == 0
         || n as u64 > limits::MAX_ENCODED_ELEMENTS
+        || !limits::BLOCK_LOG2.contains(&params.block_log2)
         || params.chunk_log2 < params.block_log2
         || params.chunk_log2 > limits::MAX_CHUNK_LOG2
         || params.max_code_len == 0

@@ -208,6 +208,45 @@ fn assert_sampled_round_trip(words: &[u16], params: &HuffmanParams) {
     assert_sections_round_trip(&raw, params);
 }
 
+/// Parameters outside the spec's ranges give no section (the caller stores
+/// the tensor raw) rather than a file that readers reject.
+#[test]
+fn out_of_range_parameters_give_no_section() {
+    let raw = words_to_bytes(&realistic_bf16(10_000, 2, 0.02, 0.0));
+    let ok = HuffmanParams::default();
+    for bad in [
+        HuffmanParams {
+            block_log2: 5,
+            chunk_log2: 9,
+            ..ok
+        },
+        HuffmanParams {
+            block_log2: 17,
+            chunk_log2: 17,
+            ..ok
+        },
+        HuffmanParams {
+            chunk_log2: 8,
+            ..ok
+        },
+        HuffmanParams {
+            chunk_log2: 25,
+            ..ok
+        },
+        HuffmanParams {
+            max_code_len: 0,
+            ..ok
+        },
+        HuffmanParams {
+            max_code_len: 13,
+            ..ok
+        },
+    ] {
+        assert!(bf16_huffman::encode(&raw, &bad).is_none(), "{bad:?}");
+    }
+    assert!(bf16_huffman::encode(&raw, &ok).is_some());
+}
+
 /// A tensor of more than 128 blocks is planned from a sample of its blocks
 /// (spec: "Reference encoder choices"). Exponents that only unsampled
 /// blocks hold must still come back: every table codes every symbol, the
