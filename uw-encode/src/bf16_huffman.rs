@@ -27,7 +27,7 @@ use zerocopy::IntoBytes;
 
 use crc32fast::Hasher;
 
-use crate::bf16_split::{exponent_of, palette, sign_mantissa_serial};
+use crate::bf16_split::{ExponentCounts, exponent_of, palette, sign_mantissa_serial};
 use crate::bitwriter::RegisterBits;
 
 /// Tunable choices of the reference encoder; the defaults are what the spec's
@@ -96,9 +96,10 @@ pub struct TableChoice {
 /// 2n - 2 cheapest items of the last level, expanded down the levels. The
 /// packages chosen at a level are always a prefix of that level's packages,
 /// and package `k` is items `2k, 2k + 1` of the level below, so the
-/// expansion walks prefixes: O(levels x symbols), without the per-item
-/// symbol counts an item-carrying version copies at every merge (which made
-/// it 17 ms of 71 in encoding MiniLM-L6).
+/// expansion walks prefixes: O(levels x symbols), without per-item symbol
+/// counts copied at every merge. (Replacing the item-carrying version was
+/// not measurably faster end to end; the cost of table choice was in
+/// passes over every block, since removed.)
 fn package_merge(freqs: &[u64], max_len: u8) -> [u8; MAX_SYMBOLS] {
     /// Items at one level: at most the leaves plus half the previous list.
     const CAP: usize = 2 * MAX_SYMBOLS;
@@ -191,8 +192,9 @@ fn fit_tables(sums: &TableSums, t: usize, max_len: u8) -> Vec<[u8; MAX_SYMBOLS]>
 
 /// Blocks [`plan`] counts, at most: a larger tensor is planned from a
 /// sample of its blocks (runs of [`SAMPLE_RUN_BLOCKS`], evenly spaced).
-/// Counting every block, and choosing tables over all of them, took 40% of
-/// encoding MiniLM-L6 on one thread; from the sample, the file is smaller
+/// Counting every block, and choosing tables over all of them, took about
+/// half of encoding MiniLM-L6 on one thread (37-39 ms of 69-71 ms, timed
+/// with a scratch harness, not kept); from the sample, the file is smaller
 /// by 0.004% (30,193,624 bytes against 30,194,776: the sample's k-means
 /// rounds happen to end in a slightly better optimum; 256 blocks gave
 /// 30,195,480).
@@ -419,21 +421,19 @@ const PAIR_WINDOW: usize = 32;
 /// from about 0.90 to 0.97 GB/s on one thread.)
 struct PairLut {
     base: u8,
-    entries: Vec<u64>,
+    entries: Box<[u64; PAIR_WINDOW * PAIR_WINDOW]>,
 }
 
 impl PairLut {
     fn new(lut: &CodeLut, palette: &[u8]) -> Self {
         let base = palette.iter().copied().min().unwrap_or(0);
         let base = base.min((256 - PAIR_WINDOW) as u8);
-        let entries = (0..PAIR_WINDOW * PAIR_WINDOW)
-            .map(|i| {
-                let e0 = u64::from(base) + (i % PAIR_WINDOW) as u64;
-                let e1 = u64::from(base) + (i / PAIR_WINDOW) as u64;
-                let (bits, len) = join2(code(lut, e0), code(lut, e1));
-                bits | len << 56
-            })
-            .collect();
+        let entries = Box::new(std::array::from_fn(|i| {
+            let e0 = u64::from(base) + (i % PAIR_WINDOW) as u64;
+            let e1 = u64::from(base) + (i / PAIR_WINDOW) as u64;
+            let (bits, len) = join2(code(lut, e0), code(lut, e1));
+            bits | len << 56
+        }));
         Self { base, entries }
     }
 }
@@ -460,11 +460,7 @@ fn write_codes(
     // In 16-bit lanes: exponent + 0x100 - base, which is 0x100..0x120 for an
     // exponent inside the window and outside that range for any other.
     let offset = (0x100 - u64::from(pairs.base)) * LANES;
-    let entries: &[u64; PAIR_WINDOW * PAIR_WINDOW] = pairs
-        .entries
-        .as_slice()
-        .try_into()
-        .expect("a full pair table");
+    let entries = &*pairs.entries;
     let mut quads = words.chunks_exact(8);
     for q in &mut quads {
         // Four values per load; value j's exponent is bits 16j+7..16j+15.
@@ -564,28 +560,18 @@ pub fn plan(bytes: &[u8], params: &HuffmanParams) -> Option<Plan> {
     let exact = step == 1;
     // Runs of consecutive blocks: read in sequence, they are fetched ahead
     // by the hardware, where lone blocks a page or more apart each wait for
-    // memory (measured: sampling MiniLM-L6 took 6.7 ms with lone blocks).
+    // memory (scratch timers on MiniLM-L6: 6.7 ms with lone blocks, 3.4 ms
+    // with runs).
     let sample: Vec<&[u8]> = words
         .chunks(SAMPLE_RUN_BLOCKS * block_bytes)
         .step_by(step)
         .flat_map(|run| run.chunks(block_bytes))
         .collect();
-    // Four tables in turn keep increments of the same (frequent) exponent
-    // from waiting on each other's stores.
-    let mut tables = [[0u32; 256]; 4];
+    let mut counts = ExponentCounts::default();
     for b in &sample {
-        let mut quads = b.chunks_exact(8);
-        for q in &mut quads {
-            let x = u64::from_le_bytes(q.try_into().expect("8 bytes"));
-            for (j, t) in tables.iter_mut().enumerate() {
-                t[usize::from((x >> (16 * j + 7)) as u8)] += 1;
-            }
-        }
-        for w in quads.remainder().chunks_exact(2) {
-            tables[0][usize::from(exponent_of(w[0], w[1]))] += 1;
-        }
+        counts.add(b);
     }
-    let hist: [u64; 256] = std::array::from_fn(|e| tables.iter().map(|t| u64::from(t[e])).sum());
+    let hist = counts.histogram();
     let (pal, index) = palette(&hist);
     let p = pal.len();
     let has_escape = !exact || hist.iter().zip(&index).any(|(&c, i)| c > 0 && i.is_none());
@@ -606,11 +592,13 @@ pub fn plan(bytes: &[u8], params: &HuffmanParams) -> Option<Plan> {
         t *= 2;
     }
     let sample_values: usize = sample.iter().map(|b| b.len() / 2).sum();
-    let escapes: u64 = blocks
-        .iter()
-        .map(|c| u64::from(c[p.min(MAX_SYMBOLS - 1)]))
-        .sum();
-    let sample_bits = choice.cost_bits + if has_escape { 8 * escapes } else { 0 };
+    // Escape literals are not in the choice's cost.
+    let escapes: u64 = if has_escape {
+        blocks.iter().map(|c| u64::from(c[p])).sum()
+    } else {
+        0
+    };
+    let sample_bits = choice.cost_bits + 8 * escapes;
     let stream_bytes_estimate =
         (sample_bits as f64 / sample_values as f64 * n as f64 / 8.0) as usize;
     if exact {
@@ -648,17 +636,11 @@ pub fn plan(bytes: &[u8], params: &HuffmanParams) -> Option<Plan> {
 /// no lane can overflow into the next (see `packed_costs_fit`).
 type CostLut = [u64; 256];
 
-fn cost_lut(plan: &Plan) -> CostLut {
-    let p = plan.palette.len();
+fn cost_lut(luts: &[CodeLut]) -> CostLut {
     std::array::from_fn(|e| {
-        let s = usize::from(plan.symbol_of[e]);
-        plan.tables
-            .iter()
+        luts.iter()
             .enumerate()
-            .map(|(t, lengths)| {
-                let bits = u64::from(lengths[s]) + if s == p { 8 } else { 0 };
-                bits << (16 * t)
-            })
+            .map(|(t, lut)| code(lut, e as u64).1 << (16 * t))
             .sum()
     })
 }
@@ -758,7 +740,7 @@ pub fn write_planned(
         .iter()
         .map(|l| PairLut::new(l, &plan.palette))
         .collect();
-    let costs = cost_lut(plan);
+    let costs = cost_lut(&luts);
     // Packed 16-bit costs hold a block's bits only while the largest
     // possible (every value an escape: `max_len + 8` bits) fits: blocks of
     // up to 2^11 values. Larger blocks are costed table by table.

@@ -16,24 +16,46 @@ pub fn exponent_of(lo: u8, hi: u8) -> u8 {
     hi << 1 | lo >> 7
 }
 
+/// Counts of each exponent, kept in four tables used in turn: weights use
+/// a handful of exponents, so one table would make most increments wait for
+/// the previous store to the same counter; four keep four increments in
+/// flight. [`ExponentCounts::add`] can be called on many pieces.
+pub struct ExponentCounts([[u64; 256]; 4]);
+
+impl Default for ExponentCounts {
+    fn default() -> Self {
+        Self([[0; 256]; 4])
+    }
+}
+
+impl ExponentCounts {
+    /// Counts the exponents of little-endian BF16 `bytes`.
+    pub fn add(&mut self, bytes: &[u8]) {
+        let h = &mut self.0;
+        let mut quads = bytes.chunks_exact(8);
+        for q in &mut quads {
+            h[0][usize::from(exponent_of(q[0], q[1]))] += 1;
+            h[1][usize::from(exponent_of(q[2], q[3]))] += 1;
+            h[2][usize::from(exponent_of(q[4], q[5]))] += 1;
+            h[3][usize::from(exponent_of(q[6], q[7]))] += 1;
+        }
+        for w in quads.remainder().chunks_exact(2) {
+            h[0][usize::from(exponent_of(w[0], w[1]))] += 1;
+        }
+    }
+
+    /// The histogram of everything added.
+    pub fn histogram(&self) -> [u64; 256] {
+        let h = &self.0;
+        std::array::from_fn(|e| h[0][e] + h[1][e] + h[2][e] + h[3][e])
+    }
+}
+
 /// Exponent histogram of little-endian BF16 `bytes` (one thread).
-///
-/// Weights use a handful of exponents, so one table would make most
-/// increments wait for the previous store to the same counter; four tables
-/// in turn keep four increments in flight.
 pub fn exponent_histogram_serial(bytes: &[u8]) -> [u64; 256] {
-    let mut h = [[0u64; 256]; 4];
-    let mut quads = bytes.chunks_exact(8);
-    for q in &mut quads {
-        h[0][usize::from(exponent_of(q[0], q[1]))] += 1;
-        h[1][usize::from(exponent_of(q[2], q[3]))] += 1;
-        h[2][usize::from(exponent_of(q[4], q[5]))] += 1;
-        h[3][usize::from(exponent_of(q[6], q[7]))] += 1;
-    }
-    for w in quads.remainder().chunks_exact(2) {
-        h[0][usize::from(exponent_of(w[0], w[1]))] += 1;
-    }
-    std::array::from_fn(|e| h[0][e] + h[1][e] + h[2][e] + h[3][e])
+    let mut counts = ExponentCounts::default();
+    counts.add(bytes);
+    counts.histogram()
 }
 
 /// Exponent histogram of little-endian BF16 `bytes`, in parallel.

@@ -13,7 +13,8 @@ use uw_format::{Checksummed, Encoded, Error, HuffmanDecoder, HuffmanView, Tensor
 /// they stay in cache between passes. Larger ones go through the fused
 /// path, whose output leaves through the cache-bypassing copy: for
 /// MiniLM-L6's 295 KB and 1.2 MB tensors that made decoding the whole file
-/// about 7% faster than a 1 MiB threshold (five alternating runs each).
+/// about 7% faster than a 1 MiB threshold (a scratch one-thread decode
+/// harness, not kept; five alternating runs each).
 const FUSE_MIN_BYTES: usize = 1 << 16;
 
 /// Chunks decoded per step of a fused decode: the decoder interleaves four

@@ -211,7 +211,7 @@ pub fn build_multi_table(lengths: &[u8], palette: &[u8], escape: Option<usize>) 
 /// then reads the value without the one-symbol table, which is large and
 /// rarely used, so mostly out of the L1 cache (perf: these lookups were
 /// cache misses; marking them cut single-thread decode time of the MiniLM
-/// weights by about 8%). Bytes 0 and 1 are the exponents for bit `MULTI_BITS` of the
+/// weights by about 8% in a scratch benchmark, not kept). Bytes 0 and 1 are the exponents for bit `MULTI_BITS` of the
 /// stream being 0 and 1, bits 16 and 17 their escape flags (a code of at most
 /// `MULTI_BITS` bits has both the same). Entries with `bits == 0` and
 /// `count == 0` are left to the one-symbol table.
