@@ -4,7 +4,7 @@ use std::io::Write;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::stream_copy::copy_nontemporal;
+use crate::stream_copy::{SlicedCopy, copy_nontemporal, prefetch_line};
 use crc32fast::Hasher;
 use rayon::prelude::*;
 use uw_format::{Checksummed, Encoded, Error, HuffmanDecoder, HuffmanView, Tensor, UwFile};
@@ -24,6 +24,30 @@ const CHUNKS_PER_STEP: usize = 4;
 
 /// Largest staging buffer of a fused decode (see [`FusedHuffman`]).
 const MAX_STAGING_BYTES: usize = 1 << 20;
+
+/// Bytes of earlier output streamed out per decoding round (a round yields
+/// about 70 values, 140 bytes): enough to keep ahead of the decoder, few
+/// enough for the store buffer.
+const SLICE_BYTES: usize = 192;
+
+/// Cache lines of later input prefetched per decoding round (a round reads
+/// about 90 bytes).
+const PREFETCH_LINES: usize = 2;
+
+/// Prefetches the next [`PREFETCH_LINES`] lines of `sm`, then of `stream`,
+/// from line `*done` of the two on.
+#[inline(always)]
+fn prefetch_lines(sm: &[u8], stream: &[u8], done: &mut usize) {
+    for _ in 0..PREFETCH_LINES {
+        let at = *done * 64;
+        if at < sm.len() {
+            prefetch_line(sm, at);
+        } else {
+            prefetch_line(stream, at - sm.len().next_multiple_of(64));
+        }
+        *done += 1;
+    }
+}
 
 /// Pieces a buffer is cut into for parallel CRCs and copies.
 const PIECE_BYTES: usize = 1 << 20;
@@ -256,20 +280,31 @@ impl<'v> FusedHuffman<'v> {
             .zip(bounds.par_windows(2))
             .map(|((g, piece), b)| {
                 let mut o = RangeOutcome::new();
-                // Decoded into a small buffer that stays in cache, hashed
-                // there, and streamed out (see `stream_copy`); chunks too
-                // large for that are decoded in place.
+                // Decoded into one of two small buffers that stay in cache,
+                // hashed there, and streamed out (see `stream_copy`) in
+                // slices while the next step decodes into the other one;
+                // meanwhile that step also prefetches the input of the step
+                // after it. Chunks too large for that are decoded in place.
                 let staging_len = 2 * CHUNKS_PER_STEP * chunk_len;
                 let mut staging = if staging_len <= MAX_STAGING_BYTES {
-                    vec![0u8; staging_len.min(piece.len())]
+                    vec![0u8; 2 * staging_len.min(piece.len())]
                 } else {
                     Vec::new()
                 };
+                let in_place = staging.is_empty();
+                let half = staging.len() / 2;
+                let (mut cur, mut prev) = staging.split_at_mut(half);
+                // The output of the step before, still to stream out.
+                let mut pending: Option<&mut [u8]> = None;
+                let mut rest = piece;
                 let mut hashed = b[0];
                 let mut c = g.start;
+                let step_values = |c: usize| {
+                    c * chunk_len..((c + CHUNKS_PER_STEP.min(g.end - c)) * chunk_len).min(n)
+                };
                 while c < g.end {
                     let step = CHUNKS_PER_STEP.min(g.end - c);
-                    let values = c * chunk_len..((c + step) * chunk_len).min(n);
+                    let values = step_values(c);
                     o.sign_mantissa.update(&sm[values.clone()]);
                     let upto = if c + step == g.end {
                         b[1]
@@ -278,25 +313,60 @@ impl<'v> FusedHuffman<'v> {
                     };
                     o.exp_stream.update(&stream[hashed..upto]);
                     hashed = upto;
-                    let g_base = g.start * chunk_len;
-                    let dst = &mut piece[2 * (values.start - g_base)..2 * (values.end - g_base)];
-                    let decoded = if staging.is_empty() {
-                        decoder.decode_chunks(c, step, dst).map(|()| &*dst)
+                    let (dst, r) = std::mem::take(&mut rest).split_at_mut(2 * values.len());
+                    rest = r;
+                    // The next step's input, prefetched a line per round.
+                    let (next_sm, next_stream) = if c + step < g.end {
+                        let next_upto = offsets
+                            .get(c + 2 * step)
+                            .map_or(b[1], |&o| o.clamp(upto, b[1]));
+                        (&sm[step_values(c + step)], &stream[upto..next_upto])
                     } else {
-                        let buf = &mut staging[..dst.len()];
-                        decoder.decode_chunks(c, step, buf).map(|()| &*buf)
+                        (&[][..], &[][..])
                     };
-                    match decoded {
-                        Ok(bytes) => o.decoded.update(bytes),
-                        Err(e) => {
-                            o.error = Some(e);
-                            break;
+                    let mut prefetched = 0;
+                    let result = if in_place {
+                        let mut background = || {
+                            prefetch_lines(next_sm, next_stream, &mut prefetched);
+                        };
+                        let result = decoder.decode_chunks_with(c, step, dst, &mut background);
+                        if result.is_ok() {
+                            o.decoded.update(dst);
                         }
-                    }
-                    if !staging.is_empty() {
-                        copy_nontemporal(dst, &staging[..dst.len()]);
+                        result
+                    } else {
+                        std::mem::swap(&mut cur, &mut prev);
+                        let len = dst.len();
+                        let mut copy = pending.take().map(|d: &mut [u8]| {
+                            let n = d.len();
+                            SlicedCopy::new(d, &prev[..n])
+                        });
+                        let mut background = || {
+                            if let Some(copy) = copy.as_mut() {
+                                copy.advance(SLICE_BYTES);
+                            }
+                            prefetch_lines(next_sm, next_stream, &mut prefetched);
+                        };
+                        let result =
+                            decoder.decode_chunks_with(c, step, &mut cur[..len], &mut background);
+                        if let Some(copy) = copy {
+                            copy.finish();
+                        }
+                        if result.is_ok() {
+                            o.decoded.update(&cur[..len]);
+                            pending = Some(dst);
+                        }
+                        result
+                    };
+                    if let Err(e) = result {
+                        o.error = Some(e);
+                        break;
                     }
                     c += step;
+                }
+                if let Some(d) = pending {
+                    let n = d.len();
+                    copy_nontemporal(d, &cur[..n]);
                 }
                 o
             })

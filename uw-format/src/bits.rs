@@ -46,6 +46,33 @@ impl<'d> BitReader<'d> {
         }
     }
 
+    /// A reader `bit` bits into `data`, its buffer filled.
+    pub fn at_bit(data: &'d [u8], bit: u64) -> Self {
+        let mut r = Self {
+            data,
+            next: (bit / 8) as usize,
+            buf: 0,
+            avail: 0,
+        };
+        r.refill();
+        r.consume((bit % 8) as u32);
+        r
+    }
+
+    /// The stream this reader reads.
+    pub fn data(&self) -> &'d [u8] {
+        self.data
+    }
+
+    /// At least 57 valid low bits of `data` from bit `bit` on (zeros past its
+    /// end): the stateless form of [`Self::refill`] + [`Self::bits`], for
+    /// loops that keep only a bit position, which saves the registers that
+    /// `next` and `avail` would take.
+    #[inline(always)]
+    pub fn peek_at(data: &[u8], bit: usize) -> u64 {
+        load_word(data, bit / 8) >> (bit % 8)
+    }
+
     /// Tops the buffer up to at least 56 valid bits, branch-free: one 8-byte
     /// load, then the whole bytes that fit are counted as read.
     #[inline(always)]

@@ -364,9 +364,9 @@ const MULTI_MIN_ELEMENTS: u64 = 1 << 15;
 const PIECE: usize = 4096;
 /// Room for the 8-byte store of the multi-symbol entry at the piece end.
 const SLACK: usize = 8;
-/// Lookups per refill: a refill leaves at least 56 bits, each lookup takes
-/// at most `MULTI_BITS` (11).
-const LOOKUPS_PER_REFILL: usize = (56 / huffman::MULTI_BITS) as usize;
+/// Lookups per refill: a refill (`BitReader::peek_at`) leaves at least 57
+/// valid bits, each lookup takes at most `MULTI_BITS` (11).
+const LOOKUPS_PER_REFILL: usize = (57 / huffman::MULTI_BITS) as usize;
 
 /// Decodes exactly one exponent into `dst` with the one-symbol `table`
 /// (escapes included). On a bit pattern that starts no code, returns the bit
@@ -394,6 +394,27 @@ fn decode_one(
     };
     r.consume(len + 8 * esc);
     Ok(())
+}
+
+/// The value and bit count of the code that a multi-symbol entry marked by
+/// [`huffman::mark_long_codes`] stands for, given the stream bits from it
+/// on; `None` for an entry with no mark (bits that start no code).
+#[inline(always)]
+fn marked_value(e: huffman::MultiEntry, bits: u64) -> Option<(u8, u32)> {
+    let len = huffman::marked_len(e);
+    if len == 0 {
+        return None;
+    }
+    // A code of MULTI_BITS + 1 bits: its last bit picks byte 0 or 1.
+    let sel = (bits >> huffman::MULTI_BITS) as u32 & u32::from(len > huffman::MULTI_BITS);
+    let esc = (e >> (16 + sel)) as u32 & 1;
+    let exp = if esc != 0 {
+        // Escape: the 8 bits after the code are the exponent itself.
+        (bits >> len) as u8
+    } else {
+        (e >> (8 * sel)) as u8
+    };
+    Some((exp, len + 8 * esc))
 }
 
 /// Writes BF16 little-endian words joined from exponents and sign+mantissa
@@ -452,6 +473,15 @@ struct Lane<'t, 'd> {
     piece_start: usize,
     piece_len: usize,
     done: bool,
+}
+
+impl Lane<'_, '_> {
+    /// Whether the lane's next multi-symbol entry is one the table defers
+    /// (on which the lockstep loop stops).
+    fn stalled(&self) -> bool {
+        const MULTI_MASK: u64 = huffman::MULTI_SIZE as u64 - 1;
+        huffman::multi_count(self.multi[(self.reader.bits() & MULTI_MASK) as usize]) == 0
+    }
 }
 
 /// Decode tables for one bf16-huffman tensor.
@@ -545,16 +575,16 @@ impl<'a> HuffmanDecoder<'a> {
         let size = 1usize << h.max_code_len;
         let mask = size as u64 - 1;
         loop {
-            if lane.k + MAX <= lane.seg_end {
-                return Ok(());
-            }
             if lane.k < lane.seg_end {
-                // As much of an entry as lies inside the run: its first
-                // values' lengths come from their exponents.
                 lane.reader.refill();
                 let e =
                     lane.multi[(lane.reader.bits() & (huffman::MULTI_SIZE as u64 - 1)) as usize];
                 let count = huffman::multi_count(e) as usize;
+                if count != 0 && lane.k + MAX <= lane.seg_end {
+                    return Ok(());
+                }
+                // As much of an entry as lies inside the run: its first
+                // values' lengths come from their exponents.
                 if count != 0 {
                     let take = count.min(lane.seg_end - lane.k);
                     let bits = if take == count {
@@ -606,39 +636,6 @@ impl<'a> HuffmanDecoder<'a> {
         }
     }
 
-    /// One multi-symbol lookup for a lane with room for a whole entry
-    /// (`k + MAX <= PIECE`).
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn step(
-        &self,
-        rd: &mut BitReader<'_>,
-        k: &mut usize,
-        multi: &MultiTable,
-        table: &[Entry],
-        out: &mut [u8; PIECE + SLACK],
-        mask: u64,
-        data_start: u64,
-    ) -> Result<()> {
-        const MULTI_MASK: u64 = huffman::MULTI_SIZE as u64 - 1;
-        // k + MAX <= seg_end <= PIECE here, so the mask changes nothing but
-        // lets the compiler see the store is in bounds.
-        let at = *k & (PIECE - 1);
-        let e = multi[(rd.bits() & MULTI_MASK) as usize];
-        let count = huffman::multi_count(e) as usize;
-        if count == 0 {
-            *rd = self.step_one(rd.clone(), e, table, mask, &mut out[at], data_start)?;
-            *k += 1;
-        } else {
-            // All 8 bytes are stored; the ones past `count` are overwritten
-            // next or lie in the slack.
-            out[at..at + 8].copy_from_slice(&e.to_le_bytes());
-            *k += count;
-            rd.consume(huffman::multi_bits(e));
-        }
-        Ok(())
-    }
-
     /// The rare lookup that the multi-symbol table defers (`e`, with no
     /// values: escapes, long codes, bad bits): one value, then a refill back
     /// to a full buffer for the lookups left. Out of line, so that the
@@ -654,22 +651,15 @@ impl<'a> HuffmanDecoder<'a> {
         dst: &mut u8,
         data_start: u64,
     ) -> Result<BitReader<'d>> {
-        let len = huffman::multi_bits(e);
-        if len == 0 {
-            decode_one(&mut rd, table, mask, dst).map_err(|b| self.no_code(data_start, b))?;
-        } else {
-            // Marked by `huffman::mark_long_codes`: decoded as `decode_one`
-            // would, without its table.
-            rd.refill();
-            let bits = rd.bits();
-            let sel = (bits >> huffman::MULTI_BITS) as u32 & u32::from(len > huffman::MULTI_BITS);
-            let esc = (e >> (16 + sel)) as u32 & 1;
-            *dst = if esc != 0 {
-                (bits >> len) as u8
-            } else {
-                (e >> (8 * sel)) as u8
-            };
-            rd.consume(len + 8 * esc);
+        rd.refill();
+        match marked_value(e, rd.bits()) {
+            Some((exp, bits)) => {
+                *dst = exp;
+                rd.consume(bits);
+            }
+            None => {
+                decode_one(&mut rd, table, mask, dst).map_err(|b| self.no_code(data_start, b))?
+            }
         }
         rd.refill();
         Ok(rd)
@@ -678,69 +668,96 @@ impl<'a> HuffmanDecoder<'a> {
     /// Decodes whole multi-symbol entries in all `S` lanes in lockstep, for
     /// as long as every lane has room for one more entry in its run; returns
     /// when some lane is within [`huffman::MULTI_MAX_SYMBOLS`] values of its
-    /// run end (or done), for [`Self::lane_boundary`] to move it on.
+    /// run end, or stands at bits that start no code, for
+    /// [`Self::lane_boundary`] to move it on.
     ///
     /// An entry yields at most `MAX` values, so `(seg_end - k) / MAX` entries
-    /// are safe for a lane without a check; the smallest of these over the
-    /// lanes is taken in one go. The lane state is copied into local arrays
-    /// that the compiler keeps in registers: looping over the `Lane` structs
-    /// themselves kept it on the stack, each step's bits going through a
-    /// store and a load.
+    /// are safe for a lane without a check; each round takes the smallest of
+    /// these over the lanes, up to one refill's worth, then looks again, so
+    /// the lanes stay in the loop until one is truly at its run end. The
+    /// lane state is copied into local arrays that the compiler keeps in
+    /// registers; each lane keeps only its bit position and a buffer
+    /// reloaded from it every round (`BitReader::peek_at`), as whole
+    /// readers took more registers than there are and spilled.
     #[inline(always)]
     fn lockstep<const S: usize>(
         &self,
         lanes: &mut [Lane<'_, '_>; S],
         outs: &mut [[u8; PIECE + SLACK]; S],
-        mask: u64,
-    ) -> Result<()> {
+        background: &mut impl FnMut(),
+    ) {
         const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
+        const MULTI_MASK: u64 = huffman::MULTI_SIZE as u64 - 1;
         const { assert!(S <= 4, "step! below is spelled out for 4 lanes") };
+        let data: [&[u8]; S] = std::array::from_fn(|s| lanes[s].reader.data());
+        let mut pos: [usize; S] = std::array::from_fn(|s| lanes[s].reader.consumed() as usize);
+        let mut buf = [0u64; S];
+        let mut k: [usize; S] = std::array::from_fn(|s| lanes[s].k);
+        let seg_end: [usize; S] = std::array::from_fn(|s| lanes[s].seg_end);
+        let multi: [&MultiTable; S] = std::array::from_fn(|s| lanes[s].multi);
+        let mut stuck = false;
         loop {
-            let mut rounds = usize::MAX;
-            for lane in lanes.iter() {
-                rounds = rounds.min((lane.seg_end - lane.k) / MAX);
+            let mut room = usize::MAX;
+            for s in 0..S {
+                room = room.min(seg_end[s] - k[s]);
             }
-            if rounds == 0 {
-                return Ok(());
+            let n = (room / MAX).min(LOOKUPS_PER_REFILL);
+            if n == 0 || stuck {
+                break;
             }
-            let mut rd: [BitReader<'_>; S] = std::array::from_fn(|s| lanes[s].reader.clone());
-            let mut k: [usize; S] = std::array::from_fn(|s| lanes[s].k);
-            let multi: [&MultiTable; S] = std::array::from_fn(|s| lanes[s].multi);
-            let table: [&[Entry]; S] = std::array::from_fn(|s| lanes[s].table);
-            while rounds > 0 {
-                let n = rounds.min(LOOKUPS_PER_REFILL);
-                rounds -= n;
-                for r in rd.iter_mut() {
-                    r.refill();
-                }
-                for _ in 0..n {
-                    // Spelled out per lane so that each lane's state has
-                    // fixed registers; a loop over the lanes was not unrolled.
-                    macro_rules! step {
-                        ($s:literal) => {
-                            if $s < S {
-                                self.step(
-                                    &mut rd[$s],
-                                    &mut k[$s],
-                                    multi[$s],
-                                    table[$s],
-                                    &mut outs[$s],
-                                    mask,
-                                    lanes[$s].data_start,
-                                )?;
+            for s in 0..S {
+                buf[s] = BitReader::peek_at(data[s], pos[s]);
+            }
+            for _ in 0..n {
+                // Spelled out per lane so that each lane's state has fixed
+                // registers; a loop over the lanes was not unrolled.
+                macro_rules! step {
+                    ($s:literal) => {
+                        if $s < S {
+                            // k + MAX <= seg_end <= PIECE here, so the mask
+                            // changes nothing but lets the compiler see the
+                            // store is in bounds.
+                            let at = k[$s] & (PIECE - 1);
+                            let e = multi[$s][(buf[$s] & MULTI_MASK) as usize];
+                            let count = huffman::multi_count(e) as usize;
+                            if count != 0 {
+                                // All 8 bytes are stored; the ones past
+                                // `count` are overwritten next or lie in the
+                                // slack.
+                                outs[$s][at..at + 8].copy_from_slice(&e.to_le_bytes());
+                                k[$s] += count;
+                                let bits = huffman::multi_bits(e);
+                                buf[$s] >>= bits;
+                                pos[$s] += bits as usize;
+                            } else if let Some((exp, bits)) =
+                                // An escape needs up to 20 bits, more than
+                                // may be left in `buf`: read afresh.
+                                marked_value(e, BitReader::peek_at(data[$s], pos[$s]))
+                            {
+                                // Inline, not a call, so that no lane's state
+                                // has to be saved around it.
+                                outs[$s][at] = exp;
+                                k[$s] += 1;
+                                pos[$s] += bits as usize;
+                                buf[$s] = BitReader::peek_at(data[$s], pos[$s]);
+                            } else {
+                                // Bits that start no code: the lane stays in
+                                // place, for `lane_boundary` to report.
+                                stuck = true;
                             }
-                        };
-                    }
-                    step!(0);
-                    step!(1);
-                    step!(2);
-                    step!(3);
+                        }
+                    };
                 }
+                step!(0);
+                step!(1);
+                step!(2);
+                step!(3);
             }
-            for (s, lane) in lanes.iter_mut().enumerate() {
-                lane.reader = rd[s].clone();
-                lane.k = k[s];
-            }
+            background();
+        }
+        for (s, lane) in lanes.iter_mut().enumerate() {
+            lane.reader = BitReader::at_bit(data[s], pos[s] as u64);
+            lane.k = k[s];
         }
     }
 
@@ -752,11 +769,11 @@ impl<'a> HuffmanDecoder<'a> {
         &self,
         first: usize,
         mut emit: impl FnMut(usize, usize, &[u8]),
+        background: &mut impl FnMut(),
     ) -> Result<()> {
         const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
         let v = &self.view;
         let size = 1usize << v.header.max_code_len;
-        let mask = size as u64 - 1;
         let mut streams = [(&[][..], 0u64); S];
         for (s, stream) in streams.iter_mut().enumerate() {
             *stream = self.chunk_stream(first + s)?;
@@ -786,10 +803,10 @@ impl<'a> HuffmanDecoder<'a> {
                 lane.done = false;
             }
             loop {
-                self.lockstep(&mut lanes, &mut scratch, mask)?;
+                self.lockstep(&mut lanes, &mut scratch, background);
                 let mut active = 0;
                 for (lane, out) in lanes.iter_mut().zip(scratch.iter_mut()) {
-                    if !lane.done && lane.k + MAX > lane.seg_end {
+                    if !lane.done && (lane.k + MAX > lane.seg_end || lane.stalled()) {
                         self.lane_boundary(lane, out)?;
                     }
                     active += usize::from(!lane.done);
@@ -806,8 +823,8 @@ impl<'a> HuffmanDecoder<'a> {
                         self.lockstep::<1>(
                             std::array::from_mut(lane),
                             std::array::from_mut(out),
-                            mask,
-                        )?;
+                            background,
+                        );
                         self.lane_boundary(lane, out)?;
                     }
                 }
@@ -857,16 +874,29 @@ impl<'a> HuffmanDecoder<'a> {
     /// Decodes chunk `c` into `out`: BF16 little-endian bytes of the chunk's
     /// elements (2 bytes each, `out.len() == 2 * chunk_range(c).len()`).
     pub fn decode_chunk(&self, c: usize, out: &mut [u8]) -> Result<()> {
+        self.decode_chunk_with(c, out, &mut || {})
+    }
+
+    fn decode_chunk_with(
+        &self,
+        c: usize,
+        out: &mut [u8],
+        background: &mut impl FnMut(),
+    ) -> Result<()> {
         if c >= self.view.chunk_count() {
             return self.chunk_stream(c).map(drop);
         }
         let range = self.view.chunk_range(c);
         check_out(out, 2 * range.len() as u64)?;
         let sm = &self.view.sign_mantissa[range];
-        self.decode_lanes::<1>(c, |_, at, exps| {
-            let n = exps.len();
-            join_into(exps, &sm[at..at + n], &mut out[2 * at..2 * (at + n)]);
-        })
+        self.decode_lanes::<1>(
+            c,
+            |_, at, exps| {
+                let n = exps.len();
+                join_into(exps, &sm[at..at + n], &mut out[2 * at..2 * (at + n)]);
+            },
+            background,
+        )
     }
 
     /// Decodes chunks `first..first + count` into `out` (2 bytes per
@@ -875,6 +905,20 @@ impl<'a> HuffmanDecoder<'a> {
     /// bytes and any error are the same as [`Self::decode_chunk`]'s, chunk
     /// after chunk.
     pub fn decode_chunks(&self, first: usize, count: usize, out: &mut [u8]) -> Result<()> {
+        self.decode_chunks_with(first, count, out, &mut || {})
+    }
+
+    /// [`Self::decode_chunks`], calling `background` every few dozen values
+    /// decoded: work that waits on memory (streaming earlier output out,
+    /// prefetching later input) can run there in small slices, overlapped
+    /// with decoding, instead of in bursts that stall the core.
+    pub fn decode_chunks_with(
+        &self,
+        first: usize,
+        count: usize,
+        out: &mut [u8],
+        background: &mut impl FnMut(),
+    ) -> Result<()> {
         let v = &self.view;
         let end = first.saturating_add(count);
         if count == 0 {
@@ -896,11 +940,15 @@ impl<'a> HuffmanDecoder<'a> {
         while c + LANES <= full_end {
             let sm = &v.sign_mantissa[c * chunk_len..(c + LANES) * chunk_len];
             let dst = &mut out[2 * (c * chunk_len - base)..2 * ((c + LANES) * chunk_len - base)];
-            let interleaved = self.decode_lanes::<LANES>(c, |lane, at, exps| {
-                let i = lane * chunk_len + at;
-                let n = exps.len();
-                join_into(exps, &sm[i..i + n], &mut dst[2 * i..2 * (i + n)]);
-            });
+            let interleaved = self.decode_lanes::<LANES>(
+                c,
+                |lane, at, exps| {
+                    let i = lane * chunk_len + at;
+                    let n = exps.len();
+                    join_into(exps, &sm[i..i + n], &mut dst[2 * i..2 * (i + n)]);
+                },
+                background,
+            );
             if let Err(e) = interleaved {
                 // Report the error chunk by chunk, as a one-by-one decode would.
                 for (k, piece) in dst.chunks_mut(2 * chunk_len).enumerate() {
@@ -912,7 +960,11 @@ impl<'a> HuffmanDecoder<'a> {
         }
         while c < end {
             let r = v.chunk_range(c);
-            self.decode_chunk(c, &mut out[2 * (r.start - base)..2 * (r.end - base)])?;
+            self.decode_chunk_with(
+                c,
+                &mut out[2 * (r.start - base)..2 * (r.end - base)],
+                background,
+            )?;
             c += 1;
         }
         Ok(())
@@ -925,9 +977,13 @@ impl<'a> HuffmanDecoder<'a> {
         }
         let range = self.view.chunk_range(c);
         check_out(out, range.len() as u64)?;
-        self.decode_lanes::<1>(c, |_, at, exps| {
-            out[at..at + exps.len()].copy_from_slice(exps);
-        })
+        self.decode_lanes::<1>(
+            c,
+            |_, at, exps| {
+                out[at..at + exps.len()].copy_from_slice(exps);
+            },
+            &mut || {},
+        )
     }
 
     /// Decodes every chunk into `out` (2 bytes per element).

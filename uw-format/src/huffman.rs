@@ -160,6 +160,13 @@ pub fn multi_bits(e: MultiEntry) -> u32 {
     (e >> 59) as u32
 }
 
+/// The first code's length in an entry that the decoder marked as an
+/// escape or a long code (0 in every other entry with `count == 0`).
+#[inline(always)]
+pub fn marked_len(e: MultiEntry) -> u32 {
+    (e >> 24) as u32 & 0xF
+}
+
 /// Builds the multi-symbol table for validated `lengths` (symbols and escape
 /// as in [`build_decode_table`]).
 pub fn build_multi_table(lengths: &[u8], palette: &[u8], escape: Option<usize>) -> Box<MultiTable> {
@@ -207,14 +214,16 @@ pub fn build_multi_table(lengths: &[u8], palette: &[u8], escape: Option<usize>) 
 /// [`build_multi_table`] whose first code is an escape of at most
 /// [`MULTI_BITS`] bits or a code of `MULTI_BITS + 1` bits (the longest the
 /// format allows is one more than `MULTI_BITS`). Such an entry keeps
-/// `count == 0`, with the first code's length in the `bits` field: a decoder
+/// `count == 0` and `bits == 0` (so that a lookup loop that adds `count` and
+/// `bits` without a branch stays in place on it), with the first code's
+/// length in bits 24..28 ([`marked_len`]): a decoder
 /// then reads the value without the one-symbol table, which is large and
 /// rarely used, so mostly out of the L1 cache (perf: these lookups were
 /// cache misses; marking them cut single-thread decode time of the MiniLM
 /// weights by about 8% in a scratch benchmark, not kept). Bytes 0 and 1 are the exponents for bit `MULTI_BITS` of the
 /// stream being 0 and 1, bits 16 and 17 their escape flags (a code of at most
-/// `MULTI_BITS` bits has both the same). Entries with `bits == 0` and
-/// `count == 0` are left to the one-symbol table.
+/// `MULTI_BITS` bits has both the same). Entries with `count == 0` and
+/// `marked_len == 0` are left to the one-symbol table.
 pub(crate) fn mark_long_codes(
     table: &mut MultiTable,
     lengths: &[u8],
@@ -240,7 +249,7 @@ pub(crate) fn mark_long_codes(
             let sel = code >> MULTI_BITS;
             (code & (MULTI_SIZE - 1), sel..sel + 1)
         };
-        let mut entry = u64::from(len) << 59;
+        let mut entry = u64::from(len) << 24;
         for sel in sels {
             entry |= exp << (8 * sel) | u64::from(is_escape) << (16 + sel);
         }
@@ -457,7 +466,10 @@ mod tests {
                 }
                 for sel in 0..2u32 {
                     let e = single[idx | (sel as usize) << MULTI_BITS];
-                    let len = multi_bits(k);
+                    // Marked entries still take no bits and give no values
+                    // to a loop that does not look at the mark.
+                    assert_eq!((multi_count(k), multi_bits(k)), (0, 0));
+                    let len = marked_len(k);
                     let want_marked =
                         entry_len(e) != 0 && (entry_escape(e) == 1 || entry_len(e) > MULTI_BITS);
                     assert_eq!(len != 0, want_marked, "index {idx:#x}");
