@@ -29,6 +29,7 @@ use crc32fast::Hasher;
 
 use crate::bf16_split::{ExponentCounts, exponent_of, palette, sign_mantissa_serial};
 use crate::bitwriter::RegisterBits;
+use crate::stream_copy::prefetch_range;
 
 /// Tunable choices of the reference encoder; the defaults are what the spec's
 /// rationale measured.
@@ -788,14 +789,22 @@ pub fn write_planned(
                 crc: want_crc.then(Hasher::new),
             };
             let mut block_bits = Vec::with_capacity(blocks_per_chunk);
-            for (piece, sm) in run.chunks(2 * chunk).zip(sm.chunks_mut(chunk)) {
+            for (i, (piece, sm)) in run.chunks(2 * chunk).zip(sm.chunks_mut(chunk)).enumerate() {
                 if let Some(h) = &mut w.crc {
                     h.update(piece);
                 }
                 sign_mantissa_serial(piece, sm);
+                // The next chunk's bytes are prefetched a block's worth per
+                // block costed, so that reading them from memory overlaps
+                // this chunk's work instead of stalling the CRC above.
+                let next = run.get((i + 1) * 2 * chunk..).unwrap_or_default();
+                let mut next_blocks = next.chunks(2 * block).take(blocks_per_chunk);
                 // Each block's table and exact bits, hence the chunk's size.
                 block_bits.clear();
                 for words in piece.chunks(2 * block) {
+                    if let Some(b) = next_blocks.next() {
+                        prefetch_range(b);
+                    }
                     let (table, bits) = match &plan.assignment {
                         Some(a) => {
                             let table = a[first_block + w.tables.len()];

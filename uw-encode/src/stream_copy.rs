@@ -102,6 +102,14 @@ pub fn prefetch_line(bytes: &[u8], at: usize) {
     let _ = (bytes, at);
 }
 
+/// [`prefetch_line`] for every cache line of `bytes`.
+#[inline]
+pub fn prefetch_range(bytes: &[u8]) {
+    for at in (0..bytes.len()).step_by(64) {
+        prefetch_line(bytes, at);
+    }
+}
+
 /// Streams `src` into `dst` without the closing fence.
 #[inline]
 fn stream(dst: &mut [u8], src: &[u8]) {
