@@ -315,17 +315,21 @@ impl<'a> HuffmanView<'a> {
         let escape = (h.has_escape == 1).then_some(usize::from(h.palette_len));
         let lengths = |t: usize| &h.code_lengths[t][..symbols];
         let table_count = usize::from(h.table_count);
-        let mut tables = vec![0; size * table_count];
+        // A multi-symbol table costs about as much to build as decoding a few
+        // thousand values one at a time: only worth it on larger tensors.
+        let use_multi = self.element_count() >= MULTI_MIN_ELEMENTS;
+        // With multi-symbol tables, one-symbol ones are not needed: every
+        // code is in an entry or marked (`huffman::mark_long_codes`), so an
+        // entry with neither is bits that start no code.
+        let mut tables = vec![0; if use_multi { 0 } else { size * table_count }];
         for (t, table) in tables.chunks_exact_mut(size).enumerate() {
             huffman::build_decode_table(lengths(t), self.palette(), escape, h.max_code_len, table);
         }
-        // A multi-symbol table costs about as much to build as decoding a few
-        // thousand values one at a time: only worth it on larger tensors.
         // Tables with the same code lengths decode alike (the reference
         // encoder can emit such twins): each distinct one is built once and
         // copied, not shared; lanes reading one shared copy measured slower.
         let mut multi: Vec<Box<MultiTable>> = Vec::new();
-        if self.element_count() >= MULTI_MIN_ELEMENTS {
+        if use_multi {
             for t in 0..table_count {
                 let table = match (0..t).find(|&u| lengths(u) == lengths(t)) {
                     Some(u) => multi[u].clone(),
@@ -488,7 +492,8 @@ impl Lane<'_, '_> {
 #[derive(Debug, Clone)]
 pub struct HuffmanDecoder<'a> {
     view: HuffmanView<'a>,
-    /// One-symbol tables, `2^max_code_len` entries each, table after table.
+    /// One-symbol tables, `2^max_code_len` entries each, table after table;
+    /// empty when there are multi-symbol tables.
     tables: Vec<Entry>,
     /// Multi-symbol tables, one per code table, with
     /// [`huffman::mark_long_codes`] applied; empty for small tensors.
@@ -630,7 +635,7 @@ impl<'a> HuffmanDecoder<'a> {
                 end += 1 << h.block_log2;
             }
             lane.seg_end = end.min(piece_end) - lane.piece_start;
-            lane.table = &self.tables[t * size..][..size];
+            lane.table = self.tables.get(t * size..(t + 1) * size).unwrap_or(&[]);
             lane.multi = self.multi.get(t).map_or(&NO_MULTI, |m| m);
             lane.exp_len = &self.exp_lens[t];
         }
@@ -656,6 +661,10 @@ impl<'a> HuffmanDecoder<'a> {
             Some((exp, bits)) => {
                 *dst = exp;
                 rd.consume(bits);
+            }
+            None if table.is_empty() => {
+                // A multi-symbol entry with no values and no mark.
+                return Err(self.no_code(data_start, rd.consumed()));
             }
             None => {
                 decode_one(&mut rd, table, mask, dst).map_err(|b| self.no_code(data_start, b))?
@@ -785,7 +794,7 @@ impl<'a> HuffmanDecoder<'a> {
             k: 0,
             seg_end: 0,
             multi: &NO_MULTI,
-            table: &self.tables[..size],
+            table: self.tables.get(..size).unwrap_or(&[]),
             exp_len: &self.exp_lens[0],
             piece_start: v.chunk_range(first + s).start,
             piece_len: 0,
