@@ -163,16 +163,15 @@ impl Timing {
     }
 }
 
-/// CPU time used so far by this process, all threads, from Linux's
-/// per-thread scheduler statistics (nanoseconds); `None` elsewhere. On a
-/// shared machine it leaves out the time other processes held the cores.
+/// CPU time used so far by this process, all threads
+/// (`CLOCK_PROCESS_CPUTIME_ID` where there is one, through the `cpu-time`
+/// crate). On a shared machine it leaves out the time other processes held
+/// the cores. (Linux's per-thread `schedstat`, used before, lags a running
+/// thread by up to a scheduler tick: its figures came out quantized.)
 fn process_cpu_time() -> Option<Duration> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(total))
+    cpu_time::ProcessTime::try_now()
+        .ok()
+        .map(|t| t.as_duration())
 }
 
 fn gbps(bytes: u64, d: Duration) -> f64 {

@@ -110,6 +110,31 @@ enum Command {
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
+/// `println!` for the reports on stdout, which returns the error instead of
+/// panicking as `println!` does (see [`stdout_failed`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            stdout_failed(e)?;
+        }
+    }};
+}
+
+/// A failed write to stdout. When stdout is a pipe whose reader has gone
+/// (`uw inspect f | head`), the output is simply no longer wanted: exit
+/// quietly with success, as Unix tools do (only reports go to stdout, so no
+/// output file is pending). Anything else is an error.
+fn stdout_failed(e: std::io::Error) -> Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    Err(Error::Io {
+        path: "<stdout>".into(),
+        source: e,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Ctrl-C raises a flag checked between tensors; the partial output is
@@ -309,7 +334,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 None => vec![1, 0],
             };
             let report = uw_encode::bench::run(&file, &pools, repeats).map_err(Error::BadInput)?;
-            print!("{report}");
+            outln!("{}", report.to_string().trim_end());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -672,7 +697,7 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
         tensors: rows,
     };
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("serializable")
         );
@@ -685,9 +710,16 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
         .max()
         .unwrap_or(4)
         .clamp(4, 60);
-    println!(
+    outln!(
         "{:<width$}  {:<5} {:<16} {:<8} {:>12} {:>12} {:>7} {:>7}",
-        "name", "dtype", "shape", "encoding", "raw", "stored", "ratio", "bound"
+        "name",
+        "dtype",
+        "shape",
+        "encoding",
+        "raw",
+        "stored",
+        "ratio",
+        "bound"
     );
     for r in &report.tensors {
         let shape = format!("{:?}", r.shape);
@@ -695,12 +727,19 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode> {
             .entropy_bound
             .map(|b| format!("{b:.4}"))
             .unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "{:<width$}  {:<5} {:<16} {:<8} {:>12} {:>12} {:>7.4} {:>7}",
-            r.name, r.dtype, shape, r.encoding, r.raw_bytes, r.stored_bytes, r.ratio, bound
+            r.name,
+            r.dtype,
+            shape,
+            r.encoding,
+            r.raw_bytes,
+            r.stored_bytes,
+            r.ratio,
+            bound
         );
     }
-    println!(
+    outln!(
         "total: {} tensors, {} raw bytes, file {} bytes, ratio {:.4} (order-0 entropy bound {:.4}), format v{}, alignment {}",
         report.tensors.len(),
         report.raw_bytes,
@@ -756,13 +795,13 @@ fn verify(path: &Path, quiet: bool, json: bool) -> Result<ExitCode> {
         error: outcome.as_ref().err().map(|e| e.to_string()),
     };
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("serializable")
         );
     } else if !quiet {
         match &outcome {
-            Ok((n, bytes)) => println!(
+            Ok((n, bytes)) => outln!(
                 "{}: OK ({n} tensors, {bytes} bytes, every CRC checked)",
                 path.display()
             ),

@@ -1,5 +1,6 @@
 //! The `uw` binary when things go wrong: a full disk (simulated with a file
-//! size limit), Ctrl-C mid-way, an existing output, invalid input. In every
+//! size limit), Ctrl-C mid-way, an existing output, invalid input, a reader
+//! that closes the pipe early. In every
 //! case the output is complete or absent, no temporary file is left behind,
 //! and the exit status and message say what happened.
 
@@ -329,4 +330,23 @@ fn invalid_input_gives_a_clear_message_and_no_output() {
         .contains(&n.as_str())
     });
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    // `uw inspect f | head -1`: the reader closes the pipe; here before uw
+    // writes anything, so that the write surely fails.
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/sample.huffman.uw");
+    let mut child = Command::new(uw())
+        .arg("inspect")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("uw runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("uw ends");
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
