@@ -537,6 +537,23 @@ pub struct Plan {
     pub stream_bytes_estimate: usize,
 }
 
+/// Bytes of file that each table beyond the first must save (over the
+/// whole tensor, as the sample estimates it) for [`plan`] to take it. A
+/// decoder builds a lookup table per code table, about 9 µs each on the
+/// 2-core CI-class machine, as long as decoding some 13,000 values: on
+/// MiniLM-L6's tensors of 150,000 to 600,000 values, tables that saved a
+/// few hundred bytes cost up to a quarter of their decode time. With 256,
+/// the file grows by 3 KB (0.01%); one-thread decoding of the whole file got
+/// 0-8% faster (three alternating runs of a scratch decode harness, twice:
+/// 2.37-2.43 -> 2.48-2.53 GB/s, then 2.40-2.57 -> 2.49-2.58; not kept).
+pub const TABLE_MIN_SAVING_BYTES: f64 = 256.0;
+
+/// Tensors with fewer values take the smallest table count whatever it
+/// saves: `uw-format` decodes them without the per-table lookup builds that
+/// [`TABLE_MIN_SAVING_BYTES`] pays for (it builds them from 2^15 values
+/// on).
+pub const TABLE_COST_MIN_VALUES: u64 = 1 << 15;
+
 /// Consecutive blocks per run of the sample [`plan`] takes.
 pub const SAMPLE_RUN_BLOCKS: usize = 8;
 
@@ -584,16 +601,26 @@ pub fn plan(bytes: &[u8], params: &HuffmanParams) -> Option<Plan> {
     }
     let symbol_of: [u8; 256] = std::array::from_fn(|e| index[e].unwrap_or(p as u8));
     let blocks: Vec<Counts> = sample.iter().map(|b| block_counts(b, &symbol_of)).collect();
+    let sample_values: usize = sample.iter().map(|b| b.len() / 2).sum();
+    // More tables are taken only when they pay for their decode cost (see
+    // TABLE_MIN_SAVING_BYTES), savings scaled from the sample to the tensor.
+    let scale = n as f64 / sample_values as f64;
+    let min_saving = if n as u64 >= TABLE_COST_MIN_VALUES {
+        TABLE_MIN_SAVING_BYTES
+    } else {
+        0.0
+    };
     let mut choice = choose_tables(&blocks, 1, symbols, max_len);
     let mut t = 2;
     while t <= usize::from(params.max_tables.min(limits::MAX_TABLES)) {
         let c = choose_tables(&blocks, t, symbols, max_len);
-        if c.cost_bits < choice.cost_bits {
+        let saved_bytes = (choice.cost_bits as f64 - c.cost_bits as f64) * scale / 8.0;
+        let added = (t - choice.tables.len()) as f64;
+        if saved_bytes > min_saving * added {
             choice = c;
         }
         t *= 2;
     }
-    let sample_values: usize = sample.iter().map(|b| b.len() / 2).sum();
     // Escape literals are not in the choice's cost.
     let escapes: u64 = if has_escape {
         blocks.iter().map(|c| u64::from(c[p])).sum()
