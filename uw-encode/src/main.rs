@@ -523,15 +523,18 @@ fn decode_file(input: &Path, mut out: AtomicFile, quiet: bool) -> Result<(u64, u
     // Mapped here rather than by UwFile::open, so that the sections already
     // decoded can be given back (see PageReleaser).
     let map = map_input(input)?;
-    // Opening checks the structure all over the file; with the kernel's
-    // default read-around, each small read there would map its neighbours
-    // too (hundreds of MiB for a file of many tensors). Decoding then reads
-    // sections in order, where read-ahead helps.
+    // Opening reads the directory; with the kernel's default read-around,
+    // each small read there would map its neighbours too. Decoding then
+    // reads sections in order, where read-ahead helps.
     let _ = map.advise(memmap2::Advice::Random);
-    let file = UwFile::from_bytes(&map).map_err(|source| Error::Format {
-        path: input.to_path_buf(),
-        source,
-    })?;
+    // Section headers are checked as each tensor is decoded, not all at
+    // open: that touched a page of every section (and the kernel mapped
+    // their neighbours), over 500 MB resident for a 4 GB model.
+    let file =
+        UwFile::from_bytes_checking_sections_on_use(&map).map_err(|source| Error::Format {
+            path: input.to_path_buf(),
+            source,
+        })?;
     let _ = map.advise(memmap2::Advice::Sequential);
     check_source_header(input, &file)?;
     // Tensors are written in directory order, which is data order: once

@@ -1015,6 +1015,18 @@ fn bad_huffman_header_fields() {
         if e.condition() != Some(condition) {
             wrong.push(format!("case {k}: expected {condition:?}, got {e:?}"));
         }
+        // Checked on use instead: the file opens, and the tensor's first
+        // use and every decoder report the same error.
+        let file = UwFile::from_bytes_checking_sections_on_use(&b).expect("stage O passes");
+        let t = file.tensor_at(HUFF).unwrap();
+        let same = |r: uw_format::Result<()>| format!("{:?}", r.err()) == format!("{:?}", Some(&e));
+        let mut out = vec![0u8; t.decoded_len() as usize];
+        if !same(t.encoded().map(drop))
+            || !same(t.decode_into(&mut out))
+            || !same(uw_encode::decode_tensor_parallel(&t, &mut out))
+        {
+            wrong.push(format!("case {k}: checked on use, not {e:?}"));
+        }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
     let s = section_off(&fx.bytes, HUFF) as u64;
