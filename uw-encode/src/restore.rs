@@ -4,10 +4,12 @@ use std::io::Write;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::stream_copy::{SlicedCopy, copy_nontemporal, prefetch_line};
+use crate::stream_copy::{SlicedCopy, copy_nontemporal, join_bf16, prefetch_line};
 use crc32fast::Hasher;
 use rayon::prelude::*;
-use uw_format::{Checksummed, Encoded, Error, HuffmanDecoder, HuffmanView, Tensor, UwFile};
+use uw_format::{
+    Checksummed, DecodeHooks, Encoded, Error, HuffmanDecoder, HuffmanView, Tensor, UwFile,
+};
 
 /// Sections smaller than this are checked and decoded in separate passes:
 /// they stay in cache between passes. Larger ones go through the fused
@@ -33,6 +35,32 @@ const SLICE_BYTES: usize = 192;
 /// Cache lines of later input prefetched per decoding round (a round reads
 /// about 90 bytes).
 const PREFETCH_LINES: usize = 2;
+
+/// What a fused decode does besides decoding (see [`DecodeHooks`]): the
+/// join with SSE2 (`stream_copy::join_bf16`), and between rounds a slice of
+/// the previous step's output streamed out and a few lines of the next
+/// step's input prefetched.
+struct StepHooks<'a> {
+    copy: Option<SlicedCopy<'a>>,
+    next_sm: &'a [u8],
+    next_stream: &'a [u8],
+    prefetched: usize,
+}
+
+impl DecodeHooks for StepHooks<'_> {
+    #[inline]
+    fn join(&mut self, exps: &[u8], sm: &[u8], out: &mut [u8]) {
+        join_bf16(exps, sm, out);
+    }
+
+    #[inline]
+    fn background(&mut self) {
+        if let Some(copy) = self.copy.as_mut() {
+            copy.advance(SLICE_BYTES);
+        }
+        prefetch_lines(self.next_sm, self.next_stream, &mut self.prefetched);
+    }
+}
 
 /// Prefetches the next [`PREFETCH_LINES`] lines of `sm`, then of `stream`,
 /// from line `*done` of the two on.
@@ -332,12 +360,14 @@ impl<'v> FusedHuffman<'v> {
                     } else {
                         (&[][..], &[][..])
                     };
-                    let mut prefetched = 0;
+                    let mut hooks = StepHooks {
+                        copy: None,
+                        next_sm,
+                        next_stream,
+                        prefetched: 0,
+                    };
                     let result = if in_place {
-                        let mut background = || {
-                            prefetch_lines(next_sm, next_stream, &mut prefetched);
-                        };
-                        let result = decoder.decode_chunks_with(c, step, dst, &mut background);
+                        let result = decoder.decode_chunks_with(c, step, dst, &mut hooks);
                         if result.is_ok() {
                             o.decoded.update(dst);
                         }
@@ -345,19 +375,13 @@ impl<'v> FusedHuffman<'v> {
                     } else {
                         std::mem::swap(&mut cur, &mut prev);
                         let len = dst.len();
-                        let mut copy = pending.take().map(|d: &mut [u8]| {
+                        hooks.copy = pending.take().map(|d: &mut [u8]| {
                             let n = d.len();
                             SlicedCopy::new(d, &prev[..n])
                         });
-                        let mut background = || {
-                            if let Some(copy) = copy.as_mut() {
-                                copy.advance(SLICE_BYTES);
-                            }
-                            prefetch_lines(next_sm, next_stream, &mut prefetched);
-                        };
                         let result =
-                            decoder.decode_chunks_with(c, step, &mut cur[..len], &mut background);
-                        if let Some(copy) = copy {
+                            decoder.decode_chunks_with(c, step, &mut cur[..len], &mut hooks);
+                        if let Some(copy) = hooks.copy.take() {
                             copy.finish();
                         }
                         if result.is_ok() {

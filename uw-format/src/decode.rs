@@ -421,6 +421,31 @@ fn marked_value(e: huffman::MultiEntry, bits: u64) -> Option<(u8, u32)> {
     Some((exp, len + 8 * esc))
 }
 
+/// What a caller of [`HuffmanDecoder::decode_chunks_with`] may supply.
+pub trait DecodeHooks {
+    /// Writes `out` (`2 * exps.len()` bytes) as the BF16 little-endian words
+    /// joined from `exps` and `sm` (spec: "BF16 split"). The default is this
+    /// crate's portable join; a caller may bring a faster one (a wrong one
+    /// is caught by the decoded CRC, which callers check).
+    #[inline]
+    fn join(&mut self, exps: &[u8], sm: &[u8], out: &mut [u8]) {
+        join_into(exps, sm, out);
+    }
+
+    /// Called every few dozen values decoded: work that waits on memory
+    /// (streaming earlier output out, prefetching later input) can run here
+    /// in small slices, overlapped with decoding, instead of in bursts that
+    /// stall the core. The default does nothing.
+    #[inline]
+    fn background(&mut self) {}
+}
+
+/// The default [`DecodeHooks`]: this crate's join, nothing in between.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainJoin;
+
+impl DecodeHooks for PlainJoin {}
+
 /// Writes BF16 little-endian words joined from exponents and sign+mantissa
 /// bytes (spec: "BF16 split"). Fixed-size groups let the compiler vectorize.
 #[inline]
@@ -693,7 +718,7 @@ impl<'a> HuffmanDecoder<'a> {
         &self,
         lanes: &mut [Lane<'_, '_>; S],
         outs: &mut [[u8; PIECE + SLACK]; S],
-        background: &mut impl FnMut(),
+        hooks: &mut impl DecodeHooks,
     ) {
         const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
         const MULTI_MASK: u64 = huffman::MULTI_SIZE as u64 - 1;
@@ -762,7 +787,7 @@ impl<'a> HuffmanDecoder<'a> {
                 step!(2);
                 step!(3);
             }
-            background();
+            hooks.background();
         }
         for (s, lane) in lanes.iter_mut().enumerate() {
             lane.reader = BitReader::at_bit(data[s], pos[s] as u64);
@@ -772,13 +797,14 @@ impl<'a> HuffmanDecoder<'a> {
 
     /// Decodes chunks `first..first + S` (all of the same length), their
     /// exponents in pieces of at most [`PIECE`] values, calling
-    /// `emit(lane, offset_in_chunk, exponents)` for each piece of each chunk.
+    /// `emit(hooks, lane, offset_in_chunk, exponents)` for each piece of each
+    /// chunk.
     #[inline(always)]
-    fn decode_lanes<const S: usize>(
+    fn decode_lanes<const S: usize, H: DecodeHooks>(
         &self,
         first: usize,
-        mut emit: impl FnMut(usize, usize, &[u8]),
-        background: &mut impl FnMut(),
+        hooks: &mut H,
+        mut emit: impl FnMut(&mut H, usize, usize, &[u8]),
     ) -> Result<()> {
         const MAX: usize = huffman::MULTI_MAX_SYMBOLS as usize;
         let v = &self.view;
@@ -812,7 +838,7 @@ impl<'a> HuffmanDecoder<'a> {
                 lane.done = false;
             }
             loop {
-                self.lockstep(&mut lanes, &mut scratch, background);
+                self.lockstep(&mut lanes, &mut scratch, hooks);
                 let mut active = 0;
                 for (lane, out) in lanes.iter_mut().zip(scratch.iter_mut()) {
                     if !lane.done && (lane.k + MAX > lane.seg_end || lane.stalled()) {
@@ -832,7 +858,7 @@ impl<'a> HuffmanDecoder<'a> {
                         self.lockstep::<1>(
                             std::array::from_mut(lane),
                             std::array::from_mut(out),
-                            background,
+                            hooks,
                         );
                         self.lane_boundary(lane, out)?;
                     }
@@ -840,7 +866,7 @@ impl<'a> HuffmanDecoder<'a> {
                 break;
             }
             for (s, out) in scratch.iter().enumerate() {
-                emit(s, off, &out[..piece_len]);
+                emit(hooks, s, off, &out[..piece_len]);
             }
             off += piece_len;
         }
@@ -883,14 +909,14 @@ impl<'a> HuffmanDecoder<'a> {
     /// Decodes chunk `c` into `out`: BF16 little-endian bytes of the chunk's
     /// elements (2 bytes each, `out.len() == 2 * chunk_range(c).len()`).
     pub fn decode_chunk(&self, c: usize, out: &mut [u8]) -> Result<()> {
-        self.decode_chunk_with(c, out, &mut || {})
+        self.decode_chunk_with(c, out, &mut PlainJoin)
     }
 
     fn decode_chunk_with(
         &self,
         c: usize,
         out: &mut [u8],
-        background: &mut impl FnMut(),
+        hooks: &mut impl DecodeHooks,
     ) -> Result<()> {
         if c >= self.view.chunk_count() {
             return self.chunk_stream(c).map(drop);
@@ -898,14 +924,10 @@ impl<'a> HuffmanDecoder<'a> {
         let range = self.view.chunk_range(c);
         check_out(out, 2 * range.len() as u64)?;
         let sm = &self.view.sign_mantissa[range];
-        self.decode_lanes::<1>(
-            c,
-            |_, at, exps| {
-                let n = exps.len();
-                join_into(exps, &sm[at..at + n], &mut out[2 * at..2 * (at + n)]);
-            },
-            background,
-        )
+        self.decode_lanes::<1, _>(c, hooks, |hooks, _, at, exps| {
+            let n = exps.len();
+            hooks.join(exps, &sm[at..at + n], &mut out[2 * at..2 * (at + n)]);
+        })
     }
 
     /// Decodes chunks `first..first + count` into `out` (2 bytes per
@@ -914,19 +936,18 @@ impl<'a> HuffmanDecoder<'a> {
     /// bytes and any error are the same as [`Self::decode_chunk`]'s, chunk
     /// after chunk.
     pub fn decode_chunks(&self, first: usize, count: usize, out: &mut [u8]) -> Result<()> {
-        self.decode_chunks_with(first, count, out, &mut || {})
+        self.decode_chunks_with(first, count, out, &mut PlainJoin)
     }
 
-    /// [`Self::decode_chunks`], calling `background` every few dozen values
-    /// decoded: work that waits on memory (streaming earlier output out,
-    /// prefetching later input) can run there in small slices, overlapped
-    /// with decoding, instead of in bursts that stall the core.
+    /// [`Self::decode_chunks`] with the caller's [`DecodeHooks`]: its own
+    /// join of exponents with the sign+mantissa plane, and work run between
+    /// decoding rounds.
     pub fn decode_chunks_with(
         &self,
         first: usize,
         count: usize,
         out: &mut [u8],
-        background: &mut impl FnMut(),
+        hooks: &mut impl DecodeHooks,
     ) -> Result<()> {
         let v = &self.view;
         let end = first.saturating_add(count);
@@ -949,15 +970,11 @@ impl<'a> HuffmanDecoder<'a> {
         while c + LANES <= full_end {
             let sm = &v.sign_mantissa[c * chunk_len..(c + LANES) * chunk_len];
             let dst = &mut out[2 * (c * chunk_len - base)..2 * ((c + LANES) * chunk_len - base)];
-            let interleaved = self.decode_lanes::<LANES>(
-                c,
-                |lane, at, exps| {
-                    let i = lane * chunk_len + at;
-                    let n = exps.len();
-                    join_into(exps, &sm[i..i + n], &mut dst[2 * i..2 * (i + n)]);
-                },
-                background,
-            );
+            let interleaved = self.decode_lanes::<LANES, _>(c, hooks, |hooks, lane, at, exps| {
+                let i = lane * chunk_len + at;
+                let n = exps.len();
+                hooks.join(exps, &sm[i..i + n], &mut dst[2 * i..2 * (i + n)]);
+            });
             if let Err(e) = interleaved {
                 // Report the error chunk by chunk, as a one-by-one decode would.
                 for (k, piece) in dst.chunks_mut(2 * chunk_len).enumerate() {
@@ -969,11 +986,7 @@ impl<'a> HuffmanDecoder<'a> {
         }
         while c < end {
             let r = v.chunk_range(c);
-            self.decode_chunk_with(
-                c,
-                &mut out[2 * (r.start - base)..2 * (r.end - base)],
-                background,
-            )?;
+            self.decode_chunk_with(c, &mut out[2 * (r.start - base)..2 * (r.end - base)], hooks)?;
             c += 1;
         }
         Ok(())
@@ -986,13 +999,9 @@ impl<'a> HuffmanDecoder<'a> {
         }
         let range = self.view.chunk_range(c);
         check_out(out, range.len() as u64)?;
-        self.decode_lanes::<1>(
-            c,
-            |_, at, exps| {
-                out[at..at + exps.len()].copy_from_slice(exps);
-            },
-            &mut || {},
-        )
+        self.decode_lanes::<1, _>(c, &mut PlainJoin, |_, _, at, exps| {
+            out[at..at + exps.len()].copy_from_slice(exps);
+        })
     }
 
     /// Decodes every chunk into `out` (2 bytes per element).

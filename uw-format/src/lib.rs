@@ -11,7 +11,7 @@ mod file;
 pub mod huffman;
 pub mod layout;
 
-pub use decode::{HuffmanDecoder, HuffmanView, Palette4View};
+pub use decode::{DecodeHooks, HuffmanDecoder, HuffmanView, Palette4View, PlainJoin};
 pub use dtype::Dtype;
 pub use error::{Checksummed, Condition, Error, Result};
 pub use file::{Encoded, Encoding, Tensor, UwFile};
