@@ -502,16 +502,20 @@ fn write_codes(
 /// returns `None` when the form cannot hold it (no values, more than 2^32-1
 /// values, or an exponent stream over 4 GiB).
 pub fn encode(bytes: &[u8], params: &HuffmanParams) -> Option<Vec<u8>> {
-    plan(bytes, params).and_then(|p| write_planned(bytes, params, &p, false).0)
+    plan(bytes, params).and_then(|p| write_planned(bytes, params, &p, false).section)
 }
 
-/// [`encode`], and the CRC-32 of `bytes` taken in the same pass over them.
-pub fn encode_with_crc(bytes: &[u8], params: &HuffmanParams) -> (Option<Vec<u8>>, u32) {
-    let (section, crc) = match plan(bytes, params) {
-        Some(p) => write_planned(bytes, params, &p, true),
-        None => (None, None),
-    };
-    (section, crc.unwrap_or_else(|| crc32fast::hash(bytes)))
+/// [`encode`] with the section's CRC-32, and the CRC-32 of `bytes`, both
+/// taken in the same pass (see [`WrittenSection`]).
+pub fn encode_with_crc(bytes: &[u8], params: &HuffmanParams) -> (Option<(Vec<u8>, u32)>, u32) {
+    match plan(bytes, params) {
+        Some(p) => {
+            let w = write_planned(bytes, params, &p, true);
+            let raw_crc = w.raw_crc.unwrap_or_else(|| crc32fast::hash(bytes));
+            (w.section.zip(w.section_crc), raw_crc)
+        }
+        None => (None, crc32fast::hash(bytes)),
+    }
 }
 
 /// Everything the encoder decides before writing a section: the palette
@@ -742,18 +746,40 @@ struct Written {
     stream: Vec<u8>,
     chunk_bytes: Vec<u64>,
     tables: Vec<u8>,
-    crc: Option<Hasher>,
+    /// CRCs, when asked for: of the raw bytes, and of the run's parts of
+    /// the section's sign+mantissa plane and exponent stream.
+    crcs: Option<RunCrcs>,
 }
 
-/// Writes the section [`plan`] chose for `bytes`: returns it (or `None`
-/// when its exponent stream would pass 4 GiB) and, when asked, the CRC of
-/// `bytes` taken in the same pass.
+#[derive(Default)]
+struct RunCrcs {
+    raw: Hasher,
+    sign_mantissa: Hasher,
+    stream: Hasher,
+}
+
+/// What [`write_planned`] yields.
+#[derive(Debug, Clone)]
+pub struct WrittenSection {
+    /// The section, or `None` when its exponent stream would pass 4 GiB.
+    pub section: Option<Vec<u8>>,
+    /// When asked for: the CRC-32 of the raw bytes.
+    pub raw_crc: Option<u32>,
+    /// When asked for and there is a section: its CRC-32 (the record's
+    /// `data_crc`), put together from CRCs of its parts taken while each
+    /// was in cache, so that the section needs no pass of its own.
+    pub section_crc: Option<u32>,
+}
+
+/// Writes the section [`plan`] chose for `bytes`, and when asked
+/// (`want_crc`), the CRCs of `bytes` and of the section, taken in the same
+/// pass.
 pub fn write_planned(
     bytes: &[u8],
     params: &HuffmanParams,
     plan: &Plan,
     want_crc: bool,
-) -> (Option<Vec<u8>>, Option<u32>) {
+) -> WrittenSection {
     let n = bytes.len() / 2;
     let words = &bytes[..2 * n];
     let p = plan.palette.len();
@@ -803,7 +829,11 @@ pub fn write_planned(
         selector_bits,
         0,
     ) else {
-        return (None, None);
+        return WrittenSection {
+            section: None,
+            raw_crc: None,
+            section_crc: None,
+        };
     };
     // Room for the stream too, estimated with a margin: a buffer that grows
     // is copied, and its new pages are faulted in again.
@@ -831,14 +861,15 @@ pub fn write_planned(
                 )),
                 chunk_bytes: Vec::with_capacity(chunks_per_run),
                 tables: Vec::with_capacity(run.len().div_ceil(2 * block)),
-                crc: want_crc.then(Hasher::new),
+                crcs: want_crc.then(RunCrcs::default),
             };
             let mut block_bits = Vec::with_capacity(blocks_per_chunk);
             for (i, (piece, sm)) in run.chunks(2 * chunk).zip(sm.chunks_mut(chunk)).enumerate() {
-                if let Some(h) = &mut w.crc {
-                    h.update(piece);
-                }
                 sign_mantissa_serial(piece, sm);
+                if let Some(c) = &mut w.crcs {
+                    c.raw.update(piece);
+                    c.sign_mantissa.update(sm);
+                }
                 // The next chunk's bytes are prefetched a block's worth per
                 // block costed, so that reading them from memory overlaps
                 // this chunk's work instead of stalling the CRC above.
@@ -885,25 +916,31 @@ pub fn write_planned(
                 }
                 debug_assert_eq!(bits.len(), len, "chunk size");
                 w.stream.truncate(start + len);
+                if let Some(c) = &mut w.crcs {
+                    c.stream.update(&w.stream[start..]);
+                }
                 w.chunk_bytes.push(len as u64);
             }
             w
         })
         .collect();
 
+    // Folds the runs' CRCs of one kind into `all`, in order.
+    let fold = |mut all: Hasher, part: fn(&RunCrcs) -> &Hasher| {
+        for c in written.iter().filter_map(|w| w.crcs.as_ref()) {
+            all.combine(part(c));
+        }
+        all
+    };
+    let raw_crc = want_crc.then(|| fold(Hasher::new(), |c| &c.raw).finalize());
     let exp_stream_len: u64 = written.iter().map(|w| w.stream.len() as u64).sum();
     if exp_stream_len > u64::from(u32::MAX) {
-        return (None, None);
+        return WrittenSection {
+            section: None,
+            raw_crc,
+            section_crc: None,
+        };
     }
-    let crc = want_crc.then(|| {
-        let mut all = Hasher::new();
-        for w in &written {
-            if let Some(h) = &w.crc {
-                all.combine(h);
-            }
-        }
-        all.finalize()
-    });
     let header = HuffmanHeader {
         element_count: (n as u64).into(),
         palette_len: p as u8,
@@ -946,11 +983,26 @@ pub fn write_planned(
             selectors[bit / 8] |= a << (bit % 8);
         }
     }
+    // The section's CRC from its parts: header, the plane (from the runs),
+    // the index and selectors with their padding, the stream (from the runs).
+    let section_crc = want_crc.then(|| {
+        let sm_start = prefix.sign_mantissa as usize;
+        let mut all = Hasher::new();
+        all.update(&out[..sm_start]);
+        let mut all = fold(all, |c| &c.sign_mantissa);
+        all.update(&out[sm_start + n..prefix.exp_stream as usize]);
+        fold(all, |c| &c.stream).finalize()
+    });
     out.reserve_exact(exp_stream_len as usize);
     for w in &written {
         out.extend_from_slice(&w.stream);
     }
-    (Some(out), crc)
+    debug_assert!(section_crc.is_none_or(|c| c == crc32fast::hash(&out)));
+    WrittenSection {
+        section: Some(out),
+        raw_crc,
+        section_crc,
+    }
 }
 
 /// Bits of a block under one table (escape literals included): for exact

@@ -34,6 +34,16 @@ pub fn header_bytes(alignment: u32, directory: Option<(u64, u64)>) -> [u8; 64] {
     out
 }
 
+/// The two CRC-32s of a tensor record (spec: `decoded_crc` of the decoded
+/// bytes, `data_crc` of the section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorCrcs {
+    /// Of the decoded bytes.
+    pub decoded: u32,
+    /// Of the data section as stored.
+    pub data: u32,
+}
+
 /// What the directory records of one tensor.
 #[derive(Debug, Clone)]
 pub struct TensorEntry {
@@ -127,6 +137,27 @@ impl<W: Write> ContainerWriter<W> {
         decoded_len: u64,
         decoded_crc: u32,
     ) -> io::Result<()> {
+        let crcs = TensorCrcs {
+            decoded: decoded_crc,
+            data: crc32fast::hash(section),
+        };
+        self.add_tensor_with_crcs(name, dtype, shape, encoding, section, decoded_len, crcs)
+    }
+
+    /// [`Self::add_tensor`] with the section's CRC already taken (the
+    /// Huffman encoder takes it while the section is in cache). It is
+    /// written as given: a wrong one makes readers reject the tensor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_tensor_with_crcs(
+        &mut self,
+        name: &str,
+        dtype: Dtype,
+        shape: &[u64],
+        encoding: Encoding,
+        section: &[u8],
+        decoded_len: u64,
+        crcs: TensorCrcs,
+    ) -> io::Result<()> {
         if name == "__metadata__" {
             return Err(invalid(
                 "a tensor cannot be named __metadata__ (reserved by safetensors)".into(),
@@ -159,8 +190,8 @@ impl<W: Write> ContainerWriter<W> {
             data_offset,
             data_len: section.len() as u64,
             decoded_len,
-            data_crc: crc32fast::hash(section),
-            decoded_crc,
+            data_crc: crcs.data,
+            decoded_crc: crcs.decoded,
         });
         Ok(())
     }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use uw_format::{Dtype, Encoding};
 
 use crate::bf16_huffman::{self, HuffmanParams};
-use crate::container::ContainerWriter;
+use crate::container::{ContainerWriter, TensorCrcs};
 use crate::palette4;
 
 /// Which form BF16 tensors take.
@@ -151,28 +151,45 @@ pub fn encode_tensor<'a>(
     }
 }
 
-/// [`encode_tensor`], and the CRC-32 of `bytes`, which the BF16 encoders
-/// take during their first pass over the bytes instead of in a pass of its
-/// own.
+/// [`encode_tensor`], and the tensor's two CRC-32s: of `bytes`, which the
+/// BF16 encoders take during their first pass over the bytes instead of in
+/// a pass of its own, and of the section (the Huffman encoder takes it
+/// while writing; a raw section's is the same as the bytes'; a palette-4
+/// section's takes a pass, here on the calling thread rather than on the
+/// file writer's).
 pub fn encode_tensor_with_crc<'a>(
     dtype: Dtype,
     bytes: &'a [u8],
     opts: &ConvertOptions,
-) -> (Encoding, Cow<'a, [u8]>, u32) {
+) -> (Encoding, Cow<'a, [u8]>, TensorCrcs) {
     let (encoded, crc) = match (dtype, opts.target) {
         (Dtype::BF16, Target::Huffman) => {
             let (s, crc) = bf16_huffman::encode_with_crc(bytes, &opts.huffman);
-            (s.map(|s| (Encoding::Bf16Huffman, s)), crc)
+            (s.map(|(s, c)| (Encoding::Bf16Huffman, s, c)), crc)
         }
         (Dtype::BF16, Target::Palette4) => {
             let (s, crc) = palette4::encode_with_crc(bytes);
-            (s.map(|s| (Encoding::Bf16Palette4, s)), crc)
+            (s.map(|s| (Encoding::Bf16Palette4, s, 0)), crc)
         }
         _ => (None, crc32fast::hash(bytes)),
     };
     match encoded {
-        Some((enc, section)) if section.len() < bytes.len() => (enc, Cow::Owned(section), crc),
-        _ => (Encoding::Raw, Cow::Borrowed(bytes), crc),
+        Some((enc, section, section_crc)) if section.len() < bytes.len() => {
+            let data = if enc == Encoding::Bf16Palette4 {
+                crc32fast::hash(&section)
+            } else {
+                section_crc
+            };
+            let crcs = TensorCrcs { decoded: crc, data };
+            (enc, Cow::Owned(section), crcs)
+        }
+        _ => {
+            let crcs = TensorCrcs {
+                decoded: crc,
+                data: crc,
+            };
+            (Encoding::Raw, Cow::Borrowed(bytes), crcs)
+        }
     }
 }
 
@@ -231,7 +248,7 @@ pub fn convert<W: Write>(
     // While one batch is written on this thread, the next is encoded on the
     // pool: writing overlaps encoding, and at most two batches of sections
     // are held at once.
-    type Encoded<'a> = Vec<(Encoding, Cow<'a, [u8]>, u32)>;
+    type Encoded<'a> = Vec<(Encoding, Cow<'a, [u8]>, TensorCrcs)>;
     let mut ready: Option<(std::ops::Range<usize>, Encoded<'_>)> = None;
     for batch in batches.iter().map(Some).chain([None]) {
         if cancel.load(Ordering::Relaxed) {
@@ -253,16 +270,16 @@ pub fn convert<W: Write>(
             }
             if let Some((range, sections)) = ready.take() {
                 written = (|| {
-                    for (t, (encoding, section, crc)) in source.tensors[range].iter().zip(sections)
+                    for (t, (encoding, section, crcs)) in source.tensors[range].iter().zip(sections)
                     {
-                        writer.add_tensor(
+                        writer.add_tensor_with_crcs(
                             &t.name,
                             t.dtype,
                             &t.shape,
                             encoding,
                             &section,
                             t.bytes.len() as u64,
-                            crc,
+                            crcs,
                         )?;
                         outcomes.push(TensorOutcome {
                             name: t.name.clone(),
