@@ -307,106 +307,119 @@ impl<'v> FusedHuffman<'v> {
             outs.push(piece);
             rest = r;
         }
-        let (view, decoder, offsets) = (&self.view, &self.decoder, &self.offsets);
-        let (sm, stream) = (view.sign_mantissa(), view.exp_stream());
+        let this = &*self;
         let outcomes: Vec<RangeOutcome> = groups
             .par_iter()
             .zip(outs)
             .zip(bounds.par_windows(2))
-            .map(|((g, piece), b)| {
-                let mut o = RangeOutcome::new();
-                // Decoded into one of two small buffers that stay in cache,
-                // hashed there, and streamed out (see `stream_copy`) in
-                // slices while the next step decodes into the other one;
-                // meanwhile that step also prefetches the input of the step
-                // after it. Chunks too large for that are decoded in place.
-                let staging_len = 2 * CHUNKS_PER_STEP * chunk_len;
-                let mut staging_buf = STAGING.take();
-                let staging = if staging_len <= MAX_STAGING_BYTES {
-                    room(&mut staging_buf, 2 * staging_len.min(piece.len()))
-                } else {
-                    &mut []
-                };
-                let in_place = staging.is_empty();
-                let half = staging.len() / 2;
-                let (mut cur, mut prev) = staging.split_at_mut(half);
-                // The output of the step before, still to stream out.
-                let mut pending: Option<&mut [u8]> = None;
-                let mut rest = piece;
-                let mut hashed = b[0];
-                let mut c = g.start;
-                let step_values = |c: usize| {
-                    c * chunk_len..((c + CHUNKS_PER_STEP.min(g.end - c)) * chunk_len).min(n)
-                };
-                while c < g.end {
-                    let step = CHUNKS_PER_STEP.min(g.end - c);
-                    let values = step_values(c);
-                    o.sign_mantissa.update(&sm[values.clone()]);
-                    let upto = if c + step == g.end {
-                        b[1]
-                    } else {
-                        offsets[c + step].clamp(hashed, b[1])
-                    };
-                    o.exp_stream.update(&stream[hashed..upto]);
-                    hashed = upto;
-                    let (dst, r) = std::mem::take(&mut rest).split_at_mut(2 * values.len());
-                    rest = r;
-                    // The next step's input, prefetched a line per round.
-                    let (next_sm, next_stream) = if c + step < g.end {
-                        let next_upto = offsets
-                            .get(c + 2 * step)
-                            .map_or(b[1], |&o| o.clamp(upto, b[1]));
-                        (&sm[step_values(c + step)], &stream[upto..next_upto])
-                    } else {
-                        (&[][..], &[][..])
-                    };
-                    let mut hooks = StepHooks {
-                        copy: None,
-                        next_sm,
-                        next_stream,
-                        prefetched: 0,
-                    };
-                    let result = if in_place {
-                        let result = decoder.decode_chunks_with(c, step, dst, &mut hooks);
-                        if result.is_ok() {
-                            o.decoded.update(dst);
-                        }
-                        result
-                    } else {
-                        std::mem::swap(&mut cur, &mut prev);
-                        let len = dst.len();
-                        hooks.copy = pending.take().map(|d: &mut [u8]| {
-                            let n = d.len();
-                            SlicedCopy::new(d, &prev[..n])
-                        });
-                        let result =
-                            decoder.decode_chunks_with(c, step, &mut cur[..len], &mut hooks);
-                        if let Some(copy) = hooks.copy.take() {
-                            copy.finish();
-                        }
-                        if result.is_ok() {
-                            o.decoded.update(&cur[..len]);
-                            pending = Some(dst);
-                        }
-                        result
-                    };
-                    if let Err(e) = result {
-                        o.error = Some(e);
-                        break;
-                    }
-                    c += step;
-                }
-                if let Some(d) = pending {
-                    let n = d.len();
-                    copy_nontemporal(d, &cur[..n]);
-                }
-                STAGING.set(staging_buf);
-                o
-            })
+            .map(|((g, piece), b)| this.decode_group(g.clone(), piece, b[0]..b[1]))
             .collect();
         for o in outcomes {
             self.so_far.append(o);
         }
+    }
+
+    /// Decodes the chunks `g` into `piece` (their decoded bytes), step after
+    /// step of [`CHUNKS_PER_STEP`] chunks, hashing the exponent stream's
+    /// bytes `stream_part` (the group's share of it) and the group's part of
+    /// the sign+mantissa plane just before decoding them, and the output
+    /// while it is in cache.
+    ///
+    /// Each step decodes into one of two small buffers, is hashed there, and
+    /// streams out (see `stream_copy`) in slices while the next step decodes
+    /// into the other one; meanwhile that step also prefetches the input of
+    /// the step after it. Chunks too large for that are decoded in place.
+    fn decode_group(
+        &self,
+        g: Range<usize>,
+        piece: &mut [u8],
+        stream_part: Range<usize>,
+    ) -> RangeOutcome {
+        let n = self.view.element_count() as usize;
+        let chunk_len = self.view.chunk_len();
+        let (decoder, offsets) = (&self.decoder, &self.offsets);
+        let (sm, stream) = (self.view.sign_mantissa(), self.view.exp_stream());
+        let mut o = RangeOutcome::new();
+        let staging_len = 2 * CHUNKS_PER_STEP * chunk_len;
+        let mut staging_buf = STAGING.take();
+        let staging = if staging_len <= MAX_STAGING_BYTES {
+            room(&mut staging_buf, 2 * staging_len.min(piece.len()))
+        } else {
+            &mut []
+        };
+        let in_place = staging.is_empty();
+        let half = staging.len() / 2;
+        let (mut cur, mut prev) = staging.split_at_mut(half);
+        // The output of the step before, still to stream out.
+        let mut pending: Option<&mut [u8]> = None;
+        let mut rest = piece;
+        let mut hashed = stream_part.start;
+        let mut c = g.start;
+        let step_values =
+            |c: usize| c * chunk_len..((c + CHUNKS_PER_STEP.min(g.end - c)) * chunk_len).min(n);
+        while c < g.end {
+            let step = CHUNKS_PER_STEP.min(g.end - c);
+            let values = step_values(c);
+            o.sign_mantissa.update(&sm[values.clone()]);
+            let upto = if c + step == g.end {
+                stream_part.end
+            } else {
+                offsets[c + step].clamp(hashed, stream_part.end)
+            };
+            o.exp_stream.update(&stream[hashed..upto]);
+            hashed = upto;
+            let (dst, r) = std::mem::take(&mut rest).split_at_mut(2 * values.len());
+            rest = r;
+            // The next step's input, prefetched a few lines per round.
+            let (next_sm, next_stream) = if c + step < g.end {
+                let next_upto = offsets
+                    .get(c + 2 * step)
+                    .map_or(stream_part.end, |&o| o.clamp(upto, stream_part.end));
+                (&sm[step_values(c + step)], &stream[upto..next_upto])
+            } else {
+                (&[][..], &[][..])
+            };
+            let mut hooks = StepHooks {
+                copy: None,
+                next_sm,
+                next_stream,
+                prefetched: 0,
+            };
+            let result = if in_place {
+                let result = decoder.decode_chunks_with(c, step, dst, &mut hooks);
+                if result.is_ok() {
+                    o.decoded.update(dst);
+                }
+                result
+            } else {
+                std::mem::swap(&mut cur, &mut prev);
+                let len = dst.len();
+                hooks.copy = pending.take().map(|d: &mut [u8]| {
+                    let n = d.len();
+                    SlicedCopy::new(d, &prev[..n])
+                });
+                let result = decoder.decode_chunks_with(c, step, &mut cur[..len], &mut hooks);
+                if let Some(copy) = hooks.copy.take() {
+                    copy.finish();
+                }
+                if result.is_ok() {
+                    o.decoded.update(&cur[..len]);
+                    pending = Some(dst);
+                }
+                result
+            };
+            if let Err(e) = result {
+                o.error = Some(e);
+                break;
+            }
+            c += step;
+        }
+        if let Some(d) = pending {
+            let n = d.len();
+            copy_nontemporal(d, &cur[..n]);
+        }
+        STAGING.set(staging_buf);
+        o
     }
 
     /// After the last range: the first decode error (a data CRC mismatch
