@@ -165,21 +165,17 @@ pub fn encode_tensor_with_crc<'a>(
     let (encoded, crc) = match (dtype, opts.target) {
         (Dtype::BF16, Target::Huffman) => {
             let (s, crc) = bf16_huffman::encode_with_crc(bytes, &opts.huffman);
-            (s.map(|(s, c)| (Encoding::Bf16Huffman, s, c)), crc)
+            (s.map(|(s, c)| (Encoding::Bf16Huffman, s, Some(c))), crc)
         }
         (Dtype::BF16, Target::Palette4) => {
             let (s, crc) = palette4::encode_with_crc(bytes);
-            (s.map(|s| (Encoding::Bf16Palette4, s, 0)), crc)
+            (s.map(|s| (Encoding::Bf16Palette4, s, None)), crc)
         }
         _ => (None, crc32fast::hash(bytes)),
     };
     match encoded {
         Some((enc, section, section_crc)) if section.len() < bytes.len() => {
-            let data = if enc == Encoding::Bf16Palette4 {
-                crc32fast::hash(&section)
-            } else {
-                section_crc
-            };
+            let data = section_crc.unwrap_or_else(|| crc32fast::hash(&section));
             let crcs = TensorCrcs { decoded: crc, data };
             (enc, Cow::Owned(section), crcs)
         }

@@ -629,8 +629,8 @@ impl<'a> HuffmanDecoder<'a> {
                     lane.k += take;
                     lane.reader.consume(bits);
                 } else {
-                    lane.reader = self.step_one(
-                        lane.reader.clone(),
+                    self.step_one(
+                        &mut lane.reader,
                         e,
                         lane.table,
                         mask,
@@ -666,21 +666,19 @@ impl<'a> HuffmanDecoder<'a> {
         }
     }
 
-    /// The rare lookup that the multi-symbol table defers (`e`, with no
-    /// values: escapes, long codes, bad bits): one value, then a refill back
-    /// to a full buffer for the lookups left. Out of line, so that the
-    /// lockstep loop stays small; the reader goes in and out by value, as a
-    /// reference would keep it in memory in the lockstep loop too.
-    #[inline(never)]
-    fn step_one<'d>(
+    /// One value at an entry the multi-symbol table defers (`e`, with no
+    /// values: an escape or long code, marked, or bits that start no code),
+    /// for [`Self::lane_boundary`]; the lockstep loop decodes marked entries
+    /// inline with [`marked_value`].
+    fn step_one(
         &self,
-        mut rd: BitReader<'d>,
+        rd: &mut BitReader<'_>,
         e: huffman::MultiEntry,
         table: &[Entry],
         mask: u64,
         dst: &mut u8,
         data_start: u64,
-    ) -> Result<BitReader<'d>> {
+    ) -> Result<()> {
         rd.refill();
         match marked_value(e, rd.bits()) {
             Some((exp, bits)) => {
@@ -691,12 +689,9 @@ impl<'a> HuffmanDecoder<'a> {
                 // A multi-symbol entry with no values and no mark.
                 return Err(self.no_code(data_start, rd.consumed()));
             }
-            None => {
-                decode_one(&mut rd, table, mask, dst).map_err(|b| self.no_code(data_start, b))?
-            }
+            None => decode_one(rd, table, mask, dst).map_err(|b| self.no_code(data_start, b))?,
         }
-        rd.refill();
-        Ok(rd)
+        Ok(())
     }
 
     /// Decodes whole multi-symbol entries in all `S` lanes in lockstep, for

@@ -214,16 +214,17 @@ pub fn build_multi_table(lengths: &[u8], palette: &[u8], escape: Option<usize>) 
 /// [`build_multi_table`] whose first code is an escape of at most
 /// [`MULTI_BITS`] bits or a code of `MULTI_BITS + 1` bits (the longest the
 /// format allows is one more than `MULTI_BITS`). Such an entry keeps
-/// `count == 0` and `bits == 0` (so that a lookup loop that adds `count` and
-/// `bits` without a branch stays in place on it), with the first code's
-/// length in bits 24..28 ([`marked_len`]): a decoder
+/// `count == 0` and `bits == 0` (so that code reading only those fields sees
+/// an entry with no values), with the first code's length in bits 24..28
+/// ([`marked_len`]): a decoder
 /// then reads the value without the one-symbol table, which is large and
 /// rarely used, so mostly out of the L1 cache (perf: these lookups were
 /// cache misses; marking them cut single-thread decode time of the MiniLM
 /// weights by about 8% in a scratch benchmark, not kept). Bytes 0 and 1 are the exponents for bit `MULTI_BITS` of the
 /// stream being 0 and 1, bits 16 and 17 their escape flags (a code of at most
-/// `MULTI_BITS` bits has both the same). Entries with `count == 0` and
-/// `marked_len == 0` are left to the one-symbol table.
+/// `MULTI_BITS` bits has both the same). As every code is at most
+/// `MULTI_BITS + 1` bits, an entry with `count == 0` and `marked_len == 0`
+/// is bits that start no code.
 pub(crate) fn mark_long_codes(
     table: &mut MultiTable,
     lengths: &[u8],
