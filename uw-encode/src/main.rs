@@ -153,17 +153,18 @@ fn main() -> ExitCode {
         Command::Convert { common, .. } | Command::Decode { common, .. } => common.threads,
         _ => None,
     };
-    let pool = match rayon::ThreadPoolBuilder::new()
+    // The workers encode or decode; this thread, outside the pool, writes
+    // the output, so that the kernel's side of writing (copying into the
+    // page cache, allocating its pages) overlaps the work instead of
+    // following it, even with `--threads 1`.
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
-        .build()
+        .build_global()
     {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("uw: cannot start threads: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match pool.install(|| run(cli.command)) {
+        eprintln!("uw: cannot start threads: {e}");
+        return ExitCode::from(2);
+    }
+    match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("uw: error: {e}");
