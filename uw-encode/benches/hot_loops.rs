@@ -11,6 +11,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use uw_encode::bf16_huffman::{self, HuffmanParams};
 use uw_encode::bf16_split::{exponent_histogram_serial, palette, sign_mantissa_serial};
+use uw_encode::buffers::BufferPool;
 use uw_encode::palette4;
 use uw_format::{HuffmanView, Palette4View};
 
@@ -97,10 +98,18 @@ fn encoder(c: &mut Criterion) {
     });
     let plan = bf16_huffman::plan(&bytes, &params).expect("the sample encodes");
     g.bench_function("single pass (write_planned)", |b| {
-        b.iter(|| bf16_huffman::write_planned(black_box(&bytes), &params, &plan, true))
+        b.iter(|| {
+            bf16_huffman::write_planned(
+                black_box(&bytes),
+                &params,
+                &plan,
+                true,
+                &BufferPool::default(),
+            )
+        })
     });
     g.bench_function("huffman_encode_with_crc", |b| {
-        b.iter(|| bf16_huffman::encode_with_crc(black_box(&bytes), &params))
+        b.iter(|| bf16_huffman::encode_with_crc(black_box(&bytes), &params, &BufferPool::default()))
     });
     g.bench_function("palette4_encode_with_crc", |b| {
         b.iter(|| palette4::encode_with_crc(black_box(&bytes)))

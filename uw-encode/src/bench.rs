@@ -20,6 +20,7 @@
 //! Tensors are processed in parallel as in `uw convert` / `uw decode`, each
 //! large tensor also in parallel inside, on a pool of the given size.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use rayon::prelude::*;
 use uw_format::{Dtype, Tensor, UwFile};
 
 use crate::bf16_split::{entropy_bits, exponent_histogram};
+use crate::buffers::BufferPool;
 use crate::convert::{
     ConvertOptions, Target, convert_to_vec, encode_tensor_with_crc, parse_safetensors,
 };
@@ -264,14 +266,23 @@ fn measure_uw(
         ..Default::default()
     };
     // Encode: what `convert` does per tensor, without the container I/O.
+    // Sections go back to a pool once "written", as in `convert`, which
+    // keeps two batches' worth; a new pool per run, as per conversion.
+    let largest = source.tensors.iter().map(|t| t.bytes.len()).max();
+    let pool_bytes = 2 * largest.unwrap_or(0).max(opts.batch_bytes as usize);
     let enc = best_of(repeats, || {
+        let buffers = BufferPool::new(pool_bytes);
         // Both CRCs come from the encoder, as in `convert`.
         let sections: Vec<(u32, u32, usize)> = source
             .tensors
             .par_iter()
             .map(|t| {
-                let (_, section, crcs) = encode_tensor_with_crc(t.dtype, t.bytes, &opts);
-                (crcs.decoded, crcs.data, section.len())
+                let (_, section, crcs) = encode_tensor_with_crc(t.dtype, t.bytes, &opts, &buffers);
+                let len = section.len();
+                if let Cow::Owned(section) = section {
+                    buffers.give(section);
+                }
+                (crcs.decoded, crcs.data, len)
             })
             .collect();
         std::hint::black_box(sections);

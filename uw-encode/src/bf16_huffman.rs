@@ -29,6 +29,7 @@ use crc32fast::Hasher;
 
 use crate::bf16_split::{ExponentCounts, exponent_of, palette, sign_mantissa_serial};
 use crate::bitwriter::RegisterBits;
+use crate::buffers::BufferPool;
 use crate::stream_copy::prefetch_range;
 
 /// Tunable choices of the reference encoder; the defaults are what the spec's
@@ -502,15 +503,21 @@ fn write_codes(
 /// returns `None` when the form cannot hold it (no values, more than 2^32-1
 /// values, or an exponent stream over 4 GiB).
 pub fn encode(bytes: &[u8], params: &HuffmanParams) -> Option<Vec<u8>> {
-    plan(bytes, params).and_then(|p| write_planned(bytes, params, &p, false).section)
+    plan(bytes, params)
+        .and_then(|p| write_planned(bytes, params, &p, false, &BufferPool::default()).section)
 }
 
 /// [`encode`] with the section's CRC-32, and the CRC-32 of `bytes`, both
-/// taken in the same pass (see [`WrittenSection`]).
-pub fn encode_with_crc(bytes: &[u8], params: &HuffmanParams) -> (Option<(Vec<u8>, u32)>, u32) {
+/// taken in the same pass (see [`WrittenSection`]). The section's buffer
+/// comes from `buffers`; give it back there once written.
+pub fn encode_with_crc(
+    bytes: &[u8],
+    params: &HuffmanParams,
+    buffers: &BufferPool,
+) -> (Option<(Vec<u8>, u32)>, u32) {
     match plan(bytes, params) {
         Some(p) => {
-            let w = write_planned(bytes, params, &p, true);
+            let w = write_planned(bytes, params, &p, true, buffers);
             let raw_crc = w.raw_crc.unwrap_or_else(|| crc32fast::hash(bytes));
             (w.section.zip(w.section_crc), raw_crc)
         }
@@ -773,12 +780,14 @@ pub struct WrittenSection {
 
 /// Writes the section [`plan`] chose for `bytes`, and when asked
 /// (`want_crc`), the CRCs of `bytes` and of the section, taken in the same
-/// pass.
+/// pass. The section and the scratch streams are taken from `buffers`;
+/// the scratch streams go back before this returns.
 pub fn write_planned(
     bytes: &[u8],
     params: &HuffmanParams,
     plan: &Plan,
     want_crc: bool,
+    buffers: &BufferPool,
 ) -> WrittenSection {
     let n = bytes.len() / 2;
     let words = &bytes[..2 * n];
@@ -838,8 +847,7 @@ pub fn write_planned(
     // Room for the stream too, estimated with a margin: a buffer that grows
     // is copied, and its new pages are faulted in again.
     let reserve = |bytes: usize| bytes + bytes / 8 + 4096;
-    let mut out =
-        Vec::with_capacity(prefix.exp_stream as usize + reserve(plan.stream_bytes_estimate));
+    let mut out = buffers.take(prefix.exp_stream as usize + reserve(plan.stream_bytes_estimate));
     out.resize(prefix.exp_stream as usize, 0);
     let (_, sm_plane) = out.split_at_mut(prefix.sign_mantissa as usize);
     let sm_plane = &mut sm_plane[..n];
@@ -856,7 +864,7 @@ pub fn write_planned(
         .map(|(r, (run, sm))| {
             let first_block = r * chunks_per_run * blocks_per_chunk;
             let mut w = Written {
-                stream: Vec::with_capacity(reserve(
+                stream: buffers.take(reserve(
                     plan.stream_bytes_estimate / chunk_count.div_ceil(chunks_per_run),
                 )),
                 chunk_bytes: Vec::with_capacity(chunks_per_run),
@@ -994,8 +1002,9 @@ pub fn write_planned(
         fold(all, |c| &c.stream).finalize()
     });
     out.reserve_exact(exp_stream_len as usize);
-    for w in &written {
+    for w in written {
         out.extend_from_slice(&w.stream);
+        buffers.give(w.stream);
     }
     debug_assert!(section_crc.is_none_or(|c| c == crc32fast::hash(&out)));
     WrittenSection {

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use uw_format::{Dtype, Encoding};
 
 use crate::bf16_huffman::{self, HuffmanParams};
+use crate::buffers::BufferPool;
 use crate::container::{ContainerWriter, TensorCrcs};
 use crate::palette4;
 
@@ -156,15 +157,17 @@ pub fn encode_tensor<'a>(
 /// a pass of its own, and of the section (the Huffman encoder takes it
 /// while writing; a raw section's is the same as the bytes'; a palette-4
 /// section's takes a pass, here on the calling thread rather than on the
-/// file writer's).
+/// file writer's). A Huffman section's buffer comes from `buffers`: give
+/// it back there once written (see [`crate::buffers`]).
 pub fn encode_tensor_with_crc<'a>(
     dtype: Dtype,
     bytes: &'a [u8],
     opts: &ConvertOptions,
+    buffers: &BufferPool,
 ) -> (Encoding, Cow<'a, [u8]>, TensorCrcs) {
     let (encoded, crc) = match (dtype, opts.target) {
         (Dtype::BF16, Target::Huffman) => {
-            let (s, crc) = bf16_huffman::encode_with_crc(bytes, &opts.huffman);
+            let (s, crc) = bf16_huffman::encode_with_crc(bytes, &opts.huffman, buffers);
             (s.map(|(s, c)| (Encoding::Bf16Huffman, s, Some(c))), crc)
         }
         (Dtype::BF16, Target::Palette4) => {
@@ -228,6 +231,7 @@ pub fn convert<W: Write>(
     // Batches of consecutive tensors of at most `batch_bytes` raw bytes (a
     // larger tensor makes a batch of its own).
     let mut batches = Vec::new();
+    let mut largest_batch = 0u64;
     let mut start = 0;
     while start < source.tensors.len() {
         let mut end = start;
@@ -239,8 +243,12 @@ pub fn convert<W: Write>(
             end += 1;
         }
         batches.push(start..end);
+        largest_batch = largest_batch.max(bytes);
         start = end;
     }
+    // Sections are smaller than their tensors: two batches' worth is what
+    // is in flight (one being written, the next being encoded).
+    let buffers = &BufferPool::new(usize::try_from(2 * largest_batch).unwrap_or(usize::MAX));
     // While one batch is written on this thread, the next is encoded on the
     // pool: writing overlaps encoding, and at most two batches of sections
     // are held at once.
@@ -259,7 +267,7 @@ pub fn convert<W: Write>(
                     *next = Some(
                         source.tensors[b.clone()]
                             .par_iter()
-                            .map(|t| encode_tensor_with_crc(t.dtype, t.bytes, opts))
+                            .map(|t| encode_tensor_with_crc(t.dtype, t.bytes, opts, buffers))
                             .collect(),
                     );
                 });
@@ -284,6 +292,9 @@ pub fn convert<W: Write>(
                             raw_len: t.bytes.len() as u64,
                             stored_len: section.len() as u64,
                         });
+                        if let Cow::Owned(section) = section {
+                            buffers.give(section);
+                        }
                         progress(t.bytes.len() as u64);
                     }
                     Ok(())

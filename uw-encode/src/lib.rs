@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bf16_huffman;
 pub mod bf16_split;
 pub mod bitwriter;
+pub mod buffers;
 pub mod container;
 pub mod convert;
 pub mod error;
