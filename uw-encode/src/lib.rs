@@ -12,6 +12,7 @@ pub mod container;
 pub mod convert;
 pub mod error;
 pub mod huffman_build;
+pub mod huge_pages;
 pub mod palette4;
 pub mod restore;
 pub mod source_header;
