@@ -463,12 +463,10 @@ fn write_codes(
     // exponent inside the window and outside that range for any other.
     let offset = (0x100 - u64::from(pairs.base)) * LANES;
     let entries = &*pairs.entries;
-    let mut quads = words.chunks_exact(8);
-    for q in &mut quads {
-        // Four values per load; value j's exponent is bits 16j+7..16j+15.
-        let x = u64::from_le_bytes(q.try_into().expect("8 bytes"));
+    // The codes of four values, as two pairs (each at most 40 bits).
+    let quad = |x: u64| -> ((u64, u64), (u64, u64)) {
         let t = ((x >> 7) & (0xFF * LANES)) + offset;
-        let (low, high) = if t & (0xFFE0 * LANES) == 0x100 * LANES {
+        if t & (0xFFE0 * LANES) == 0x100 * LANES {
             let i = t & (0x1F * LANES);
             // Window indices i0 | i1 << 5 in bits 0..10, i2 | i3 << 5 at 32.
             let u = i | i >> 11;
@@ -481,7 +479,32 @@ fn write_codes(
                 join2(code(lut, x >> 7), code(lut, x >> 23)),
                 join2(code(lut, x >> 39), code(lut, x >> 55)),
             )
-        };
+        }
+    };
+    // Eight values per flush when their codes fit the 56 bits a flush
+    // leaves free (nearly always: about 21 bits on MiniLM-L6), else pair by
+    // pair: half the flushes of four values per flush, and half the steps
+    // through the writer's state, which each depend on the one before.
+    let mut octets = words.chunks_exact(16);
+    for o in &mut octets {
+        let x0 = u64::from_le_bytes(o[..8].try_into().expect("8 bytes"));
+        let x1 = u64::from_le_bytes(o[8..].try_into().expect("8 bytes"));
+        let (p0, p1) = quad(x0);
+        let (p2, p3) = quad(x1);
+        if p0.1 + p1.1 + p2.1 + p3.1 <= 56 {
+            b.put(join2(join2(p0, p1), join2(p2, p3)));
+            b.flush(out);
+        } else {
+            for p in [p0, p1, p2, p3] {
+                b.put(p);
+                b.flush(out);
+            }
+        }
+    }
+    let mut quads = octets.remainder().chunks_exact(8);
+    for q in &mut quads {
+        let x = u64::from_le_bytes(q.try_into().expect("8 bytes"));
+        let (low, high) = quad(x);
         if low.1 + high.1 <= 56 {
             b.put(join2(low, high));
         } else {
