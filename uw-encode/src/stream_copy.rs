@@ -19,8 +19,9 @@
 //! in SSE2 registers ([`join_bf16`]), which safe code, compiled for
 //! baseline x86-64, does at half the width.
 //!
-//! Unsafe policy: this module is the only one in the library that uses
-//! `unsafe`, for SSE/SSE2 intrinsics (part of every x86-64 CPU, so no
+//! Unsafe policy: this module and [`crate::huge_pages`] (an opt-in global
+//! allocator) are the only ones in the library that use `unsafe`; here it
+//! is for SSE/SSE2 intrinsics (part of every x86-64 CPU, so no
 //! run-time detection is needed): streaming and unaligned loads and stores,
 //! a store fence, a prefetch, and byte logic for the join. Every store is
 //! to an address inside its destination slice, every load from inside its
