@@ -207,24 +207,15 @@ pub struct TensorOutcome {
     pub stored_len: u64,
 }
 
-/// Reads a byte of each 4 KiB page of the first `budget` bytes of the
-/// tensors' inputs: where those are a mapped file, the kernel maps the
-/// pages (and their neighbours) in, for this thread rather than the
-/// encoder to wait on. Measured 2-3% off `uw convert --threads 1` to tmpfs
-/// (best of 25 alternating runs, twice). Section buffers faulted in the
-/// same way measured no gain: zeroing their pages took memory bandwidth
-/// from the encoder.
+/// Maps in the first `budget` bytes of the tensors' inputs (see
+/// [`crate::prefault`]).
 fn fault_in(tensors: &[SourceTensor<'_>], budget: usize) {
     let mut left = budget;
-    let mut read = 0u8;
     for t in tensors {
         let bytes = &t.bytes[..t.bytes.len().min(left)];
-        for page in bytes.chunks(4096) {
-            read ^= page[0];
-        }
+        crate::prefault::map_in(bytes);
         left -= bytes.len();
     }
-    std::hint::black_box(read);
 }
 
 /// Errors of [`convert`].
@@ -328,10 +319,9 @@ pub fn convert<W: Write>(
             }
             // A writing thread outside the pool has time to spare while
             // the workers encode: it maps in the input pages of the batch
-            // after theirs (a read of a byte per page of what is typically a
-            // mapped file), so that they take no page faults on it. Only
-            // the first `4 x` their batch's bytes: mapping pages in is
-            // many times faster than encoding them, so no one waits.
+            // after theirs (see `crate::prefault`). Only the first `4 x`
+            // their batch's bytes: mapping pages in is many times faster
+            // than encoding them, so no one waits on it.
             if rayon::current_thread_index().is_none()
                 && let (Some(b), Some(after)) = (batch, batches.get(index + 1))
             {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod huffman_build;
 pub mod huge_pages;
 pub mod palette4;
+pub mod prefault;
 pub mod restore;
 pub mod source_header;
 pub mod stream_copy;

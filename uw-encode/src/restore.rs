@@ -729,11 +729,34 @@ pub fn write_safetensors<W: Write>(
         }
         let mut filled = Ok(None);
         let mut written = Ok(());
+        // The unit after the one the workers decode now: a writing thread
+        // outside the pool maps its input in meanwhile (see
+        // `crate::prefault`; a tensor decoded in pieces, its first batch).
+        let after = if decoding.streaming.is_none() {
+            decoding.units.get(decoding.next_unit + 1)
+        } else {
+            decoding.units.get(decoding.next_unit)
+        }
+        .cloned();
         rayon::in_place_scope(|s| {
             let (decoding, next, filled) = (&mut decoding, &mut next, &mut filled);
             s.spawn(move |_| *filled = decoding.fill(next));
             if let Some(parts) = &ready_parts {
                 written = write_parts(&mut out, parts, &ready, progress);
+            }
+            if rayon::current_thread_index().is_none() {
+                let range = match after {
+                    Some(Unit::Batch(r)) => r,
+                    Some(Unit::Pieces(k)) => k..k + 1,
+                    None => 0..0,
+                };
+                for t in &tensors[range] {
+                    let data = t.data();
+                    let ahead = data
+                        .len()
+                        .min(usize::try_from(batch_bytes).unwrap_or(usize::MAX));
+                    crate::prefault::map_in(&data[..ahead]);
+                }
             }
         });
         written?;
