@@ -214,24 +214,48 @@ fn encoder_reproduces_every_uw_file() {
     }
 }
 
+/// With one thread (on a machine of two cores or more: one worker, and the
+/// output written from a thread of its own) and with two, `uw convert`
+/// writes the known-answer bytes and `uw decode` gives the source back.
 #[test]
 fn uw_binary_reproduces_every_uw_file() {
     let tmp = tempfile::tempdir().expect("temporary folder");
-    for case in cases() {
-        let out = tmp.path().join(case.uw());
-        let status = Command::new(env!("CARGO_BIN_EXE_uw"))
-            .arg("convert")
-            .arg(testdata().join(case.str("source")))
-            .arg(&out)
-            .args(["--encoding", case.str("encoding")])
-            .args(["--align", &case.u64("alignment").to_string()])
-            .args(["--threads", "2", "--quiet"])
-            .status()
-            .expect("runs uw");
-        assert!(status.success(), "uw convert for {} failed", case.uw());
-        let written = std::fs::read(&out).expect("uw wrote its output");
-        if let Some(d) = difference(&written, &read(case.uw())) {
-            panic!("`uw convert` output for {} differs: {d}", case.uw());
+    for threads in ["1", "2"] {
+        for case in cases() {
+            let out = tmp.path().join(format!("{threads}-{}", case.uw()));
+            let status = Command::new(env!("CARGO_BIN_EXE_uw"))
+                .arg("convert")
+                .arg(testdata().join(case.str("source")))
+                .arg(&out)
+                .args(["--encoding", case.str("encoding")])
+                .args(["--align", &case.u64("alignment").to_string()])
+                .args(["--threads", threads, "--quiet"])
+                .status()
+                .expect("runs uw");
+            assert!(status.success(), "uw convert for {} failed", case.uw());
+            let written = std::fs::read(&out).expect("uw wrote its output");
+            if let Some(d) = difference(&written, &read(case.uw())) {
+                panic!(
+                    "`uw convert --threads {threads}` output for {} differs: {d}",
+                    case.uw()
+                );
+            }
+            let back = out.with_extension("safetensors");
+            let status = Command::new(env!("CARGO_BIN_EXE_uw"))
+                .arg("decode")
+                .arg(&out)
+                .arg(&back)
+                .args(["--threads", threads, "--quiet"])
+                .status()
+                .expect("runs uw");
+            assert!(status.success(), "uw decode for {} failed", case.uw());
+            let restored = std::fs::read(&back).expect("uw wrote its output");
+            if let Some(d) = difference(&restored, &read(case.str("source"))) {
+                panic!(
+                    "`uw decode --threads {threads}` of {} differs from its source: {d}",
+                    case.uw()
+                );
+            }
         }
     }
 }
