@@ -207,17 +207,6 @@ pub struct TensorOutcome {
     pub stored_len: u64,
 }
 
-/// Maps in the first `budget` bytes of the tensors' inputs (see
-/// [`crate::prefault`]).
-fn fault_in(tensors: &[SourceTensor<'_>], budget: usize) {
-    let mut left = budget;
-    for t in tensors {
-        let bytes = &t.bytes[..t.bytes.len().min(left)];
-        crate::prefault::map_in(bytes);
-        left -= bytes.len();
-    }
-}
-
 /// Errors of [`convert`].
 #[derive(Debug)]
 pub enum ConvertError {
@@ -325,7 +314,8 @@ pub fn convert<W: Write>(
             if rayon::current_thread_index().is_none()
                 && let (Some(b), Some(after)) = (batch, batches.get(index + 1))
             {
-                fault_in(&source.tensors[after.clone()], 4 * raw_bytes(b));
+                let inputs = source.tensors[after.clone()].iter().map(|t| t.bytes);
+                crate::prefault::map_in(inputs, 4 * raw_bytes(b));
             }
         });
         written.map_err(ConvertError::Io)?;

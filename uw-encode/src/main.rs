@@ -173,7 +173,8 @@ fn main() -> ExitCode {
     // (copying into the page cache, allocating its pages) then overlaps the
     // encoding or decoding instead of following it (`uw decode --threads 1`
     // to tmpfs: 0.81 -> 1.23 GB/s). With every core a worker, one of them
-    // writes: a thread more than cores measured 3-6% slower.
+    // writes: a thread more than cores measured 3-10% slower (bests and
+    // medians of 15 alternating runs).
     let outcome = if workers < cores {
         run(cli.command)
     } else {

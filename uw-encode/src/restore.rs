@@ -750,13 +750,8 @@ pub fn write_safetensors<W: Write>(
                     Some(Unit::Pieces(k)) => k..k + 1,
                     None => 0..0,
                 };
-                for t in &tensors[range] {
-                    let data = t.data();
-                    let ahead = data
-                        .len()
-                        .min(usize::try_from(batch_bytes).unwrap_or(usize::MAX));
-                    crate::prefault::map_in(&data[..ahead]);
-                }
+                let budget = usize::try_from(batch_bytes).unwrap_or(usize::MAX);
+                crate::prefault::map_in(tensors[range].iter().map(|t| t.data()), budget);
             }
         });
         written?;
