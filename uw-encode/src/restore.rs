@@ -509,11 +509,14 @@ fn units(tensors: &[Tensor<'_>], batch_bytes: u64) -> Vec<Unit> {
     out
 }
 
-/// Grows `buf` to at least `len` bytes (never shrinks it, so zero-filling
-/// happens once per byte of capacity) and returns its first `len` bytes.
+/// Grows `buf` to at least `len` bytes (never shrinks it) and returns its
+/// first `len` bytes. Grown, it is a new zeroed allocation rather than a
+/// resized one: a large one then comes zeroed from the kernel as its pages
+/// are first written, where resizing would copy the old bytes and write
+/// zeros over the rest first.
 fn room(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
     if buf.len() < len {
-        buf.resize(len, 0);
+        *buf = vec![0; len];
     }
     &mut buf[..len]
 }
@@ -765,18 +768,18 @@ pub fn write_safetensors<W: Write>(
     Ok(out)
 }
 
-/// Writes decoded parts straight from their buffer.
+/// Writes decoded parts straight from their buffer, all in one call: the
+/// parts lie end to end there, and a part smaller than the writer's buffer
+/// written alone would be copied into it first.
 fn write_parts<W: Write>(
     out: &mut W,
     parts: &[(usize, usize)],
     buf: &[u8],
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), RestoreError> {
-    let mut at = 0;
+    let total = parts.iter().map(|&(_, len)| len).sum();
+    out.write_all(&buf[..total]).map_err(RestoreError::Io)?;
     for &(_, len) in parts {
-        out.write_all(&buf[at..at + len])
-            .map_err(RestoreError::Io)?;
-        at += len;
         progress(len as u64);
     }
     Ok(())
