@@ -211,6 +211,11 @@ fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
 /// used: mapped file pages count as resident memory, so without this a
 /// conversion's resident size grows to the input file's size. The kernel
 /// keeps the data in its page cache; a later read just maps it again.
+///
+/// Inputs of at most [`PageReleaser::KEEP_MAPPED`] bytes are not given back:
+/// all of such a file mapped stays well inside the memory a run may use,
+/// and giving pages back costs the writing thread about a tenth of its time
+/// (`madvise` unmaps page by page).
 struct PageReleaser<'m> {
     map: &'m memmap2::Mmap,
     /// Bytes from the start of the map already given back.
@@ -221,10 +226,19 @@ impl<'m> PageReleaser<'m> {
     /// Pages are given back whole; 4 KiB divides every page size.
     const PAGE: usize = 4096;
 
+    /// The largest input kept mapped whole (a quarter of the 512 MB that a
+    /// conversion of a large model stays under, docs/benchmarks.md).
+    const KEEP_MAPPED: usize = 128 << 20;
+
     fn new(map: &'m memmap2::Mmap) -> Self {
+        let released = if map.len() <= Self::KEEP_MAPPED {
+            map.len()
+        } else {
+            0
+        };
         Self {
             map,
-            released: std::sync::Mutex::new(0),
+            released: std::sync::Mutex::new(released),
         }
     }
 
@@ -245,7 +259,7 @@ impl<'m> PageReleaser<'m> {
     #[allow(unsafe_code)]
     fn release(&self, start: usize, end: usize) {
         let end = end.min(self.map.len());
-        if start < end {
+        if start < end && self.map.len() > Self::KEEP_MAPPED {
             // SAFETY: a read-only shared map of a file: after MADV_DONTNEED a
             // read faults the same bytes back in from the file, so slices
             // into the map stay valid and unchanged (the "unchecked" advices
