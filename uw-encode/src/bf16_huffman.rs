@@ -769,16 +769,49 @@ fn costs_exact(words: &[u8], luts: &[CodeLut]) -> [u64; 4] {
     costs
 }
 
-/// What one run of consecutive chunks yields: their exponent bits, the
-/// byte length of each chunk's bits, the table of each block, and the CRC
-/// of their raw bytes.
+/// What one run of consecutive chunks yields: their exponent bits (unless
+/// written in place, see [`RunOut`]), the byte length of each chunk's bits,
+/// the table of each block, and the CRC of their raw bytes.
 struct Written {
-    stream: Vec<u8>,
+    /// The run's exponent stream, when it has one of its own.
+    stream: Option<Vec<u8>>,
+    /// Bytes of exponent stream the run wrote.
+    stream_len: usize,
     chunk_bytes: Vec<u64>,
     tables: Vec<u8>,
     /// CRCs, when asked for: of the raw bytes, and of the run's parts of
     /// the section's sign+mantissa plane and exponent stream.
     crcs: Option<RunCrcs>,
+}
+
+/// Where a run writes: its part of the sign+mantissa plane, chunk by
+/// chunk, and its exponent stream, appended.
+enum RunOut<'a> {
+    /// A run of several: its part of the plane, and a stream of its own
+    /// that is appended to the section once every run is done.
+    Parts { sm: &'a mut [u8], stream: Vec<u8> },
+    /// The only run: the plane lies in the section at `sm_at`, and the
+    /// stream is appended to the section itself, where it goes, instead
+    /// of to a buffer it is then copied from.
+    Section { out: &'a mut Vec<u8>, sm_at: usize },
+}
+
+impl RunOut<'_> {
+    /// The plane bytes of the run's `len` values from value `at` on.
+    fn sign_mantissa(&mut self, at: usize, len: usize) -> &mut [u8] {
+        match self {
+            RunOut::Parts { sm, .. } => &mut sm[at..at + len],
+            RunOut::Section { out, sm_at } => &mut out[*sm_at + at..*sm_at + at + len],
+        }
+    }
+
+    /// The buffer the stream is appended to.
+    fn stream(&mut self) -> &mut Vec<u8> {
+        match self {
+            RunOut::Parts { stream, .. } => stream,
+            RunOut::Section { out, .. } => out,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -799,6 +832,111 @@ pub struct WrittenSection {
     /// `data_crc`), put together from CRCs of its parts taken while each
     /// was in cache, so that the section needs no pass of its own.
     pub section_crc: Option<u32>,
+}
+
+/// What every run of [`write_planned`] shares.
+struct RunJob<'a> {
+    plan: &'a Plan,
+    luts: &'a [CodeLut],
+    pair_luts: &'a [PairLut],
+    costs: &'a CostLut,
+    packed_costs_fit: bool,
+    t: usize,
+    block: usize,
+    chunk: usize,
+    blocks_per_chunk: usize,
+    want_crc: bool,
+}
+
+impl RunJob<'_> {
+    /// Writes the run of chunks `run` (raw words) whose first block is
+    /// block `first_block` of the tensor: its plane and its stream into
+    /// `out`.
+    fn write_run(&self, run: &[u8], first_block: usize, mut out: RunOut<'_>) -> Written {
+        let RunJob {
+            plan,
+            luts,
+            pair_luts,
+            costs,
+            packed_costs_fit,
+            t,
+            block,
+            chunk,
+            blocks_per_chunk,
+            want_crc,
+        } = *self;
+        let mut w = Written {
+            stream: None,
+            stream_len: 0,
+            chunk_bytes: Vec::with_capacity(run.len().div_ceil(2 * chunk)),
+            tables: Vec::with_capacity(run.len().div_ceil(2 * block)),
+            crcs: want_crc.then(RunCrcs::default),
+        };
+        let mut block_bits = Vec::with_capacity(blocks_per_chunk);
+        for (i, piece) in run.chunks(2 * chunk).enumerate() {
+            let sm = out.sign_mantissa(i * chunk, piece.len() / 2);
+            sign_mantissa_serial(piece, sm);
+            if let Some(c) = &mut w.crcs {
+                c.raw.update(piece);
+                c.sign_mantissa.update(sm);
+            }
+            // The next chunk's bytes are prefetched a block's worth per
+            // block costed, so that reading them from memory overlaps
+            // this chunk's work instead of stalling the CRC above.
+            let next = run.get((i + 1) * 2 * chunk..).unwrap_or_default();
+            let mut next_blocks = next.chunks(2 * block).take(blocks_per_chunk);
+            // Each block's table and exact bits, hence the chunk's size.
+            block_bits.clear();
+            for words in piece.chunks(2 * block) {
+                if let Some(b) = next_blocks.next() {
+                    prefetch_range(b);
+                }
+                let (table, bits) = match &plan.assignment {
+                    Some(a) => {
+                        let table = a[first_block + w.tables.len()];
+                        (table, block_bits_exact(words, &luts[usize::from(table)]))
+                    }
+                    None => {
+                        let costs = if packed_costs_fit {
+                            unpack_costs(block_costs(words, &costs))
+                        } else {
+                            costs_exact(words, &luts)
+                        };
+                        // Within the chunk only: which blocks share a
+                        // run of chunks depends on the thread count,
+                        // and the output must not.
+                        let prev = (!block_bits.is_empty()).then(|| w.tables[w.tables.len() - 1]);
+                        choose_table(&costs, t, prev)
+                    }
+                };
+                w.tables.push(table);
+                block_bits.push(bits);
+            }
+            let len = block_bits.iter().sum::<u64>().div_ceil(8) as usize;
+            let stream = out.stream();
+            let start = stream.len();
+            // 8 bytes of slack for the writer's whole-register stores.
+            stream.resize(start + len + 8, 0);
+            let dst = &mut stream[start..];
+            let mut bits = RegisterBits::default();
+            let tables = &w.tables[w.tables.len() - block_bits.len()..];
+            for (words, &table) in piece.chunks(2 * block).zip(tables) {
+                let table = usize::from(table);
+                bits = write_codes(dst, bits, words, &luts[table], &pair_luts[table]);
+            }
+            debug_assert_eq!(bits.len(), len, "chunk size");
+            stream.truncate(start + len);
+            if let Some(c) = &mut w.crcs {
+                c.stream.update(&stream[start..]);
+            }
+            w.chunk_bytes.push(len as u64);
+        }
+        if let RunOut::Parts { stream, .. } = out {
+            w.stream_len = stream.len();
+            w.stream = Some(stream);
+        }
+        w
+    }
 }
 
 /// Writes the section [`plan`] chose for `bytes`, and when asked
@@ -872,89 +1010,54 @@ pub fn write_planned(
     let reserve = |bytes: usize| bytes + bytes / 8 + 4096;
     let mut out = buffers.take(prefix.exp_stream as usize + reserve(plan.stream_bytes_estimate));
     out.resize(prefix.exp_stream as usize, 0);
-    let (_, sm_plane) = out.split_at_mut(prefix.sign_mantissa as usize);
-    let sm_plane = &mut sm_plane[..n];
 
-    // Runs of whole chunks: one per thread is enough for one thread; more
-    // balance the load.
+    // Runs of whole chunks: one per thread is enough for one thread (and
+    // then writes its stream into the section in place); more balance the
+    // load.
     let threads = rayon::current_num_threads();
     let runs = if threads == 1 { 1 } else { 4 * threads };
     let chunks_per_run = chunk_count.div_ceil(runs).max(1);
-    let written: Vec<Written> = words
-        .par_chunks(2 * chunk * chunks_per_run)
-        .zip(sm_plane.par_chunks_mut(chunk * chunks_per_run))
-        .enumerate()
-        .map(|(r, (run, sm))| {
-            let first_block = r * chunks_per_run * blocks_per_chunk;
-            let mut w = Written {
-                stream: buffers.take(reserve(
+    let job = RunJob {
+        plan,
+        luts: &luts,
+        pair_luts: &pair_luts,
+        costs: &costs,
+        packed_costs_fit,
+        t,
+        block,
+        chunk,
+        blocks_per_chunk,
+        want_crc,
+    };
+    let written: Vec<Written> = if chunks_per_run >= chunk_count {
+        let sm_at = prefix.sign_mantissa as usize;
+        let at = out.len();
+        let mut w = job.write_run(
+            words,
+            0,
+            RunOut::Section {
+                out: &mut out,
+                sm_at,
+            },
+        );
+        w.stream_len = out.len() - at;
+        vec![w]
+    } else {
+        let (_, sm_plane) = out.split_at_mut(prefix.sign_mantissa as usize);
+        let sm_plane = &mut sm_plane[..n];
+        words
+            .par_chunks(2 * chunk * chunks_per_run)
+            .zip(sm_plane.par_chunks_mut(chunk * chunks_per_run))
+            .enumerate()
+            .map(|(r, (run, sm))| {
+                let stream = buffers.take(reserve(
                     plan.stream_bytes_estimate / chunk_count.div_ceil(chunks_per_run),
-                )),
-                chunk_bytes: Vec::with_capacity(chunks_per_run),
-                tables: Vec::with_capacity(run.len().div_ceil(2 * block)),
-                crcs: want_crc.then(RunCrcs::default),
-            };
-            let mut block_bits = Vec::with_capacity(blocks_per_chunk);
-            for (i, (piece, sm)) in run.chunks(2 * chunk).zip(sm.chunks_mut(chunk)).enumerate() {
-                sign_mantissa_serial(piece, sm);
-                if let Some(c) = &mut w.crcs {
-                    c.raw.update(piece);
-                    c.sign_mantissa.update(sm);
-                }
-                // The next chunk's bytes are prefetched a block's worth per
-                // block costed, so that reading them from memory overlaps
-                // this chunk's work instead of stalling the CRC above.
-                let next = run.get((i + 1) * 2 * chunk..).unwrap_or_default();
-                let mut next_blocks = next.chunks(2 * block).take(blocks_per_chunk);
-                // Each block's table and exact bits, hence the chunk's size.
-                block_bits.clear();
-                for words in piece.chunks(2 * block) {
-                    if let Some(b) = next_blocks.next() {
-                        prefetch_range(b);
-                    }
-                    let (table, bits) = match &plan.assignment {
-                        Some(a) => {
-                            let table = a[first_block + w.tables.len()];
-                            (table, block_bits_exact(words, &luts[usize::from(table)]))
-                        }
-                        None => {
-                            let costs = if packed_costs_fit {
-                                unpack_costs(block_costs(words, &costs))
-                            } else {
-                                costs_exact(words, &luts)
-                            };
-                            // Within the chunk only: which blocks share a
-                            // run of chunks depends on the thread count,
-                            // and the output must not.
-                            let prev =
-                                (!block_bits.is_empty()).then(|| w.tables[w.tables.len() - 1]);
-                            choose_table(&costs, t, prev)
-                        }
-                    };
-                    w.tables.push(table);
-                    block_bits.push(bits);
-                }
-                let len = block_bits.iter().sum::<u64>().div_ceil(8) as usize;
-                let start = w.stream.len();
-                // 8 bytes of slack for the writer's whole-register stores.
-                w.stream.resize(start + len + 8, 0);
-                let out = &mut w.stream[start..];
-                let mut bits = RegisterBits::default();
-                let tables = &w.tables[w.tables.len() - block_bits.len()..];
-                for (words, &table) in piece.chunks(2 * block).zip(tables) {
-                    let table = usize::from(table);
-                    bits = write_codes(out, bits, words, &luts[table], &pair_luts[table]);
-                }
-                debug_assert_eq!(bits.len(), len, "chunk size");
-                w.stream.truncate(start + len);
-                if let Some(c) = &mut w.crcs {
-                    c.stream.update(&w.stream[start..]);
-                }
-                w.chunk_bytes.push(len as u64);
-            }
-            w
-        })
-        .collect();
+                ));
+                let first_block = r * chunks_per_run * blocks_per_chunk;
+                job.write_run(run, first_block, RunOut::Parts { sm, stream })
+            })
+            .collect()
+    };
 
     // Folds the runs' CRCs of one kind into `all`, in order.
     let fold = |mut all: Hasher, part: fn(&RunCrcs) -> &Hasher| {
@@ -964,7 +1067,7 @@ pub fn write_planned(
         all
     };
     let raw_crc = want_crc.then(|| fold(Hasher::new(), |c| &c.raw).finalize());
-    let exp_stream_len: u64 = written.iter().map(|w| w.stream.len() as u64).sum();
+    let exp_stream_len: u64 = written.iter().map(|w| w.stream_len as u64).sum();
     if exp_stream_len > u64::from(u32::MAX) {
         return WrittenSection {
             section: None,
@@ -1024,10 +1127,11 @@ pub fn write_planned(
         all.update(&out[sm_start + n..prefix.exp_stream as usize]);
         fold(all, |c| &c.stream).finalize()
     });
-    out.reserve_exact(exp_stream_len as usize);
-    for w in written {
-        out.extend_from_slice(&w.stream);
-        buffers.give(w.stream);
+    let parts: Vec<Vec<u8>> = written.into_iter().filter_map(|w| w.stream).collect();
+    out.reserve_exact(parts.iter().map(Vec::len).sum());
+    for stream in parts {
+        out.extend_from_slice(&stream);
+        buffers.give(stream);
     }
     debug_assert!(section_crc.is_none_or(|c| c == crc32fast::hash(&out)));
     WrittenSection {
