@@ -898,9 +898,9 @@ impl RunJob<'_> {
                     }
                     None => {
                         let costs = if packed_costs_fit {
-                            unpack_costs(block_costs(words, &costs))
+                            unpack_costs(block_costs(words, costs))
                         } else {
-                            costs_exact(words, &luts)
+                            costs_exact(words, luts)
                         };
                         // Within the chunk only: which blocks share a
                         // run of chunks depends on the thread count,
