@@ -349,6 +349,33 @@ fn encoding_is_deterministic() {
     assert_eq!(palette4::encode(&raw), palette4::encode(&raw));
 }
 
+#[test]
+fn sections_do_not_depend_on_the_thread_count() {
+    // One thread writes a single run with its stream in the section in
+    // place; more threads write several runs and join their streams. The
+    // bytes, and both CRCs, must be the same, and decode to the input.
+    let raw = words_to_bytes(&realistic_bf16(700_000, 5, 0.02, 0.003));
+    let p = HuffmanParams::default();
+    let encode = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                let pool = uw_encode::buffers::BufferPool::new(0);
+                bf16_huffman::encode_with_crc(&raw, &p, &pool)
+            })
+    };
+    let one = encode(1);
+    let (section, section_crc) = one.0.clone().expect("a section");
+    assert_eq!(one.1, crc32fast::hash(&raw));
+    assert_eq!(section_crc, crc32fast::hash(&section));
+    for threads in [2, 3, 8] {
+        assert_eq!(encode(threads), one, "{threads} threads");
+    }
+    assert_sections_round_trip(&raw, &p);
+}
+
 // ---------------------------------------------------------------------------
 // Random files.
 
