@@ -15,7 +15,7 @@
 //! Mapping whole pages measured 1-4 ms less system time per `uw convert`
 //! or `uw decode --threads 1` of MiniLM-L6, medians of 25 alternating
 //! runs, docs/benchmarks.md.) Freed, such a block is kept for reuse, up to
-//! [`SPARE_BYTES`] in all. Smaller blocks, and every block elsewhere, come
+//! 64 MiB in all. Smaller blocks, and every block elsewhere, come
 //! from the system allocator unchanged.
 //!
 //! Only advice: where transparent huge pages are off (`never`), or no
