@@ -12,7 +12,7 @@
 //! `MADV_HUGEPAGE`; freeing it unmaps it. (Through `malloc`, a block starts
 //! just past the allocator's header, so only the whole 2 MiB pages inside
 //! it could be huge: a 4 MiB decode batch got one, a 1 MiB section none.
-//! Mapping whole pages measured 1-4 ms less system time per `uw convert`
+//! Mapping whole pages measured 2-4 ms less system time per `uw convert`
 //! or `uw decode --threads 1` of MiniLM-L6, medians of 25 alternating
 //! runs, docs/benchmarks.md.) Freed, such a block is kept for reuse, up to
 //! 64 MiB in all. Smaller blocks, and every block elsewhere, come

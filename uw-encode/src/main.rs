@@ -219,7 +219,8 @@ fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
 /// sets the pace there, about a tenth of its time. `uw convert`, whose
 /// writing thread waits on the encoder, gives them back always: there it
 /// costs nothing, and pages still mapped at the end cost the exit
-/// (measured 0.7-1.4 ms per run on MiniLM-L6, 30 alternating runs).
+/// (measured 0.4-1.4 ms per run on MiniLM-L6, bests of 20-30 alternating
+/// runs, docs/benchmarks.md).
 struct PageReleaser<'m> {
     map: &'m memmap2::Mmap,
     /// Bytes from the start of the map already given back.
