@@ -273,9 +273,11 @@ fn measure_uw(
     let enc = best_of(repeats, || {
         let buffers = BufferPool::new(pool_bytes);
         // Both CRCs come from the encoder, as in `convert`.
+        // One job per tensor, as in `convert::convert` (why: there).
         let sections: Vec<(u32, u32, usize)> = source
             .tensors
             .par_iter()
+            .with_max_len(1)
             .map(|t| {
                 let (_, section, crcs) = encode_tensor_with_crc(t.dtype, t.bytes, &opts, &buffers);
                 let len = section.len();
@@ -300,8 +302,10 @@ fn measure_uw(
     );
     let mut failed = None;
     let dec = best_of(repeats, || {
+        // One job per tensor, as in `convert::convert` (why: there).
         if let Err(e) = outs
             .par_iter_mut()
+            .with_max_len(1)
             .zip(&tensors)
             .try_for_each(|(o, t)| decode_tensor_parallel(t, o))
         {

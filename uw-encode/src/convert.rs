@@ -271,8 +271,16 @@ pub fn convert<W: Write>(
                 let next = &mut next;
                 s.spawn(move |_| {
                     *next = Some(
+                        // One job per tensor: rayon otherwise hands each
+                        // thread a run of tensors to work through in turn,
+                        // and a thread done with its run could not take the
+                        // tensors still waiting in another's (on two
+                        // threads, one idled for up to a fifth of an
+                        // encode of MiniLM-L6). Large tensors are shared
+                        // out inside `bf16_huffman` instead.
                         source.tensors[b.clone()]
                             .par_iter()
+                            .with_max_len(1)
                             .map(|t| encode_tensor_with_crc(t.dtype, t.bytes, opts, buffers))
                             .collect(),
                     );

@@ -820,8 +820,10 @@ fn verify(path: &Path, quiet: bool, json: bool) -> Result<ExitCode> {
         let total: u64 = file.tensors().map(|t| t.decoded_len()).sum();
         let bar = progress_bar(total, quiet || json, "verify");
         let tensors: Vec<_> = file.tensors().collect();
+        // One job per tensor, as in `convert::convert` (why: there).
         tensors
             .par_iter()
+            .with_max_len(1)
             .try_for_each(|t| {
                 let mut buf = vec![0u8; t.decoded_len() as usize];
                 let r = uw_encode::decode_tensor_parallel(t, &mut buf);

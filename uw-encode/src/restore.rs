@@ -684,8 +684,10 @@ fn decode_batch(tensors: &[Tensor<'_>], buf: &mut [u8]) -> Result<(), RestoreErr
         slices.push(s);
         rest = r;
     }
+    // One job per tensor, as in `convert::convert` (why: there).
     tensors
         .par_iter()
+        .with_max_len(1)
         .zip(slices)
         .try_for_each(|(t, s)| decode_tensor_parallel(t, s))
         .map_err(RestoreError::Format)

@@ -351,9 +351,11 @@ fn encoding_is_deterministic() {
 
 #[test]
 fn sections_do_not_depend_on_the_thread_count() {
-    // One thread writes a single run with its stream in the section in
-    // place; more threads write several runs and join their streams. The
-    // bytes, and both CRCs, must be the same, and decode to the input.
+    // One thread writes every chunk with its stream in the section in
+    // place; with more, idle threads may take groups of chunks from the back
+    // whose streams are joined on after. The bytes, and both CRCs, must be
+    // the same, and decode to the input. (Unit tests in `bf16_huffman`
+    // force the groups and a stream that outgrows its room.)
     let raw = words_to_bytes(&realistic_bf16(700_000, 5, 0.02, 0.003));
     let p = HuffmanParams::default();
     let encode = |threads: usize| {
