@@ -42,6 +42,18 @@ impl BufferPool {
     /// buffer that is too small is not grown: growing copies, and its pages
     /// beyond the old end would fault all the same.)
     pub fn take(&self, capacity: usize) -> Vec<u8> {
+        match self.take_kept(capacity) {
+            Some(mut buf) => {
+                buf.clear();
+                buf
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// The smallest kept buffer with room for `capacity` bytes, as it was
+    /// given back.
+    fn take_kept(&self, capacity: usize) -> Option<Vec<u8>> {
         let mut free = self.lock();
         let best = free
             .iter()
@@ -49,21 +61,33 @@ impl BufferPool {
             .filter(|(_, b)| b.capacity() >= capacity)
             .min_by_key(|(_, b)| b.capacity())
             .map(|(k, _)| k);
-        match best {
-            Some(k) => free.swap_remove(k),
-            None => Vec::with_capacity(capacity),
-        }
+        best.map(|k| free.swap_remove(k))
+    }
+
+    /// A buffer of `len` bytes whose contents are unspecified: a kept one
+    /// holds what its last user left there (so the caller must write every
+    /// byte it keeps), a new one is zeroed the cheap way (fresh pages come
+    /// zeroed from the kernel; `vec![0; n]` asks for them instead of
+    /// writing zeros over the pages of `Vec::with_capacity` and faulting
+    /// them in twice over). Only bytes beyond a kept buffer's old length
+    /// are zeroed.
+    pub fn take_len(&self, len: usize) -> Vec<u8> {
+        let mut buf = match self.take_kept(len) {
+            Some(buf) => buf,
+            None => return vec![0; len],
+        };
+        buf.resize(len, 0);
+        buf
     }
 
     /// Gives `buf` back for a later [`BufferPool::take`]. When keeping it
     /// would pass the pool's limit, the smallest kept buffers make room
     /// for it if that is enough (larger buffers serve more requests), or
     /// else it is freed.
-    pub fn give(&self, mut buf: Vec<u8>) {
+    pub fn give(&self, buf: Vec<u8>) {
         if buf.capacity() > self.max_bytes {
             return;
         }
-        buf.clear();
         let mut free = self.lock();
         let mut kept: usize = free.iter().map(Vec::capacity).sum();
         free.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
@@ -105,6 +129,24 @@ mod tests {
         assert_eq!(again.as_ptr(), at);
         assert!(again.is_empty());
         assert!(again.capacity() >= 1000);
+    }
+
+    #[test]
+    fn take_len_gives_the_length_asked_for() {
+        let pool = BufferPool::new(1 << 20);
+        assert_eq!(pool.take_len(1000), vec![0; 1000]);
+        let mut kept = Vec::with_capacity(1000);
+        kept.extend_from_slice(&[9; 500]);
+        pool.give(kept);
+        // Kept bytes stay, bytes beyond them are zero.
+        let b = pool.take_len(800);
+        assert_eq!(b.len(), 800);
+        assert!(b[..500].iter().all(|&x| x == 9) && b[500..].iter().all(|&x| x == 0));
+        pool.give(b);
+        assert_eq!(pool.take_len(100).len(), 100);
+        // A plain take is empty whatever was given back.
+        pool.give(vec![9; 700]);
+        assert!(pool.take(10).is_empty());
     }
 
     #[test]
