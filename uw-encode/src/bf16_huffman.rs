@@ -21,10 +21,11 @@
 //! writes their codes in place in the section; a thread with nothing else
 //! to do takes groups of chunks from the back, each with a stream of its
 //! own that is copied in after (see [`write_planned`]). So a tensor is cut
-//! up only as far as idle threads call for: cut four ways per thread
-//! whatever the load, as before, encoding on two threads ran at 1.6-1.8x
-//! one thread's speed, and whole tensors (as now while both threads are
-//! busy) at 1.9-2.0x (a scratch harness on MiniLM-L6, three runs each).
+//! up only as far as idle threads call for. Cutting every tensor four ways
+//! per thread, as before, cost 7% on one thread (1.148 against 1.229 GB/s
+//! whole) and more on two (2.14 against 2.43; a scratch harness on
+//! MiniLM-L6, best of 40 runs each); `uw bench` on two threads went from
+//! 1.62-1.76x one thread's speed to 1.88-2.00x (docs/benchmarks.md).
 //!
 //! The output is a pure function of the input bytes and the parameters.
 
@@ -35,6 +36,8 @@ use zerocopy::IntoBytes;
 
 use crc32fast::Hasher;
 use std::sync::Mutex;
+
+use crate::work_split::{Unclaimed, lock};
 
 use crate::bf16_split::{ExponentCounts, exponent_of, palette, sign_mantissa_serial};
 use crate::bitwriter::RegisterBits;
@@ -779,7 +782,7 @@ fn costs_exact(words: &[u8], luts: &[CodeLut]) -> [u64; 4] {
 }
 
 /// Consecutive chunks written by one thread: their exponent stream (unless
-/// written in place, see [`RunJob::front`]), the byte length of each
+/// written in place, see [`SectionJob::front`]), the byte length of each
 /// chunk's codes, the table of each block, and the CRCs of their bytes.
 struct Part {
     /// The first of its chunks.
@@ -793,7 +796,7 @@ struct Part {
     tables: Vec<u8>,
     /// CRCs, when asked for: of the raw bytes, and of the part's pieces of
     /// the section's sign+mantissa plane and exponent stream.
-    crcs: Option<RunCrcs>,
+    crcs: Option<PartCrcs>,
 }
 
 impl Part {
@@ -813,61 +816,16 @@ impl Part {
             stream_len: 0,
             chunk_bytes: Vec::new(),
             tables: Vec::new(),
-            crcs: want_crc.then(RunCrcs::default),
+            crcs: want_crc.then(PartCrcs::default),
         }
     }
 }
 
 #[derive(Default)]
-struct RunCrcs {
+struct PartCrcs {
     raw: Hasher,
     sign_mantissa: Hasher,
     stream: Hasher,
-}
-
-/// The chunks no thread has taken yet, `first..end`, with their part of the
-/// sign+mantissa plane. The thread that encodes the tensor takes chunks
-/// one by one from the front; threads with nothing else to do take groups
-/// from the back (see [`write_planned`]).
-struct Unclaimed<'a> {
-    first: usize,
-    end: usize,
-    /// Plane bytes of chunks `first..end`.
-    sm: &'a mut [u8],
-    /// Values per chunk.
-    chunk: usize,
-}
-
-impl<'a> Unclaimed<'a> {
-    /// The next chunk from the front, and its plane bytes.
-    fn take_front(&mut self) -> Option<(usize, &'a mut [u8])> {
-        if self.first == self.end {
-            return None;
-        }
-        let len = self.chunk.min(self.sm.len());
-        let (taken, rest) = std::mem::take(&mut self.sm).split_at_mut(len);
-        self.sm = rest;
-        self.first += 1;
-        Some((self.first - 1, taken))
-    }
-
-    /// A group from the back for one of `threads` threads: shares of what
-    /// is left that shrink as it does, so that the threads run out at about
-    /// the same time; nothing while fewer than two chunks are left (the
-    /// front takes those). The group's first chunk, its chunk count, and
-    /// its plane bytes.
-    fn take_back(&mut self, threads: usize) -> Option<(usize, usize, &'a mut [u8])> {
-        let left = self.end - self.first;
-        if left < 2 {
-            return None;
-        }
-        let count = left.div_ceil(2 * threads);
-        let at = (left - count) * self.chunk;
-        let (rest, taken) = std::mem::take(&mut self.sm).split_at_mut(at);
-        self.sm = rest;
-        self.end -= count;
-        Some((self.end, count, taken))
-    }
 }
 
 /// What [`write_planned`] yields.
@@ -884,7 +842,7 @@ pub struct WrittenSection {
 }
 
 /// What every part of [`write_planned`] shares.
-struct RunJob<'a> {
+struct SectionJob<'a> {
     /// The tensor's raw words.
     words: &'a [u8],
     plan: &'a Plan,
@@ -900,7 +858,7 @@ struct RunJob<'a> {
     want_crc: bool,
 }
 
-impl RunJob<'_> {
+impl SectionJob<'_> {
     /// The raw words of chunk `c`.
     fn piece(&self, c: usize) -> &[u8] {
         let start = c * 2 * self.chunk;
@@ -966,7 +924,7 @@ impl RunJob<'_> {
     }
 
     /// Writes the codes of chunk `c`, whose blocks take `tables`, costed
-    /// by [`RunJob::cost_chunk`] at `len` bytes, into `dst` (`len` bytes,
+    /// by [`SectionJob::cost_chunk`] at `len` bytes, into `dst` (`len` bytes,
     /// and 8 of slack for the writer's whole-register stores).
     fn code_chunk(&self, c: usize, tables: &[u8], len: usize, dst: &mut [u8]) {
         let mut bits = RegisterBits::default();
@@ -1003,7 +961,8 @@ impl RunJob<'_> {
         let mut here = Part::new(0, None, self.want_crc);
         let mut spilled: Option<Part> = None;
         let mut block_bits = Vec::with_capacity(self.blocks_per_chunk);
-        while let Some((c, sm)) = lock(unclaimed).take_front() {
+        while let Some((chunks, sm)) = lock(unclaimed).take_front() {
+            let c = chunks.start;
             if let Some(part) = &mut spilled {
                 self.chunk_to_part(c, sm, part, &mut block_bits);
                 continue;
@@ -1045,9 +1004,10 @@ impl RunJob<'_> {
     ) {
         let mut block_bits = Vec::with_capacity(self.blocks_per_chunk);
         loop {
-            let Some((first, count, sm)) = lock(unclaimed).take_back(threads) else {
+            let Some((chunks, sm)) = lock(unclaimed).take_back(threads) else {
                 return;
             };
+            let (first, count) = (chunks.start, chunks.len());
             let estimate = self.plan.stream_bytes_estimate * count / self.chunk_count;
             let mut part = Part::new(first, Some(buffers.take(reserve(estimate))), self.want_crc);
             for (k, sm) in sm.chunks_mut(self.chunk).enumerate() {
@@ -1062,12 +1022,6 @@ impl RunJob<'_> {
 /// grows is copied, and its new pages are faulted in again.
 fn reserve(bytes: usize) -> usize {
     bytes + bytes / 8 + 4096
-}
-
-/// Locks `m`; a panic elsewhere while it was held (which ends the encode
-/// anyway) leaves nothing inconsistent to recover from.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Writes the section [`plan`] chose for `bytes`, and when asked
@@ -1149,7 +1103,7 @@ pub fn write_planned(
     out[..sm_at].fill(0);
     out[sm_at + n..stream_at].fill(0);
     let threads = rayon::current_num_threads();
-    let job = RunJob {
+    let job = SectionJob {
         words,
         plan,
         luts: &luts,
@@ -1164,12 +1118,12 @@ pub fn write_planned(
         want_crc,
     };
     let (head, area) = out.split_at_mut(stream_at);
-    let unclaimed = Mutex::new(Unclaimed {
-        first: 0,
-        end: chunk_count,
-        sm: &mut head[sm_at..][..n],
+    let unclaimed = Mutex::new(Unclaimed::new(
+        0..chunk_count,
+        &mut head[sm_at..][..n],
         chunk,
-    });
+        1,
+    ));
     let taken = Mutex::new(Vec::new());
     // Other threads take chunks only when they are idle: a part of its own
     // costs a buffer and a copy of its stream into the section, which cut
@@ -1196,7 +1150,7 @@ pub fn write_planned(
     let written: Vec<Part> = std::iter::once(here).chain(others).collect();
 
     // Folds the runs' CRCs of one kind into `all`, in order.
-    let fold = |mut all: Hasher, part: fn(&RunCrcs) -> &Hasher| {
+    let fold = |mut all: Hasher, part: fn(&PartCrcs) -> &Hasher| {
         for c in written.iter().filter_map(|w| w.crcs.as_ref()) {
             all.combine(part(c));
         }

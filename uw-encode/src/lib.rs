@@ -18,6 +18,7 @@ pub mod prefault;
 pub mod restore;
 pub mod source_header;
 pub mod stream_copy;
+mod work_split;
 
 pub use convert::{ConvertOptions, Target, convert, encode_tensor, parse_safetensors};
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::stream_copy::{SlicedCopy, copy_nontemporal, join_bf16, prefetch_line};
+use crate::work_split::{Unclaimed, lock};
 use crc32fast::Hasher;
 use rayon::prelude::*;
 use uw_format::{
@@ -245,57 +246,6 @@ struct FusedHuffman<'v> {
     so_far: RangeOutcome,
 }
 
-/// The chunks of a range no thread has taken yet, `first..end`, with their
-/// decoded bytes' place. The thread decoding the range takes a step at a
-/// time from the front; threads with nothing else to do take groups of
-/// steps from the back (see [`FusedHuffman::decode_range`]).
-struct Unclaimed<'a> {
-    first: usize,
-    end: usize,
-    /// Output bytes of chunks `first..end`.
-    out: &'a mut [u8],
-    /// Output bytes per (whole) chunk.
-    chunk_bytes: usize,
-}
-
-impl<'a> Unclaimed<'a> {
-    /// The next step from the front: its first chunk, chunk count and
-    /// output.
-    fn take_front(&mut self) -> Option<(usize, usize, &'a mut [u8])> {
-        let step = CHUNKS_PER_STEP.min(self.end - self.first);
-        if step == 0 {
-            return None;
-        }
-        let len = (step * self.chunk_bytes).min(self.out.len());
-        let (taken, rest) = std::mem::take(&mut self.out).split_at_mut(len);
-        self.out = rest;
-        self.first += step;
-        Some((self.first - step, step, taken))
-    }
-
-    /// Whole steps from the back for one of `threads` threads: shares of
-    /// what is left that shrink as it does, so that the threads run out at
-    /// about the same time; nothing while fewer than two steps are left.
-    fn take_back(&mut self, threads: usize) -> Option<(Range<usize>, &'a mut [u8])> {
-        let steps = (self.end - self.first).div_ceil(CHUNKS_PER_STEP);
-        if steps < 2 {
-            return None;
-        }
-        let from = self.first + (steps - steps.div_ceil(2 * threads)) * CHUNKS_PER_STEP;
-        let (rest, taken) =
-            std::mem::take(&mut self.out).split_at_mut((from - self.first) * self.chunk_bytes);
-        self.out = rest;
-        let end = std::mem::replace(&mut self.end, from);
-        Some((from..end, taken))
-    }
-}
-
-/// Locks `m`; a panic elsewhere while it was held (which ends the decode
-/// anyway) leaves nothing inconsistent to recover from.
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl<'v> FusedHuffman<'v> {
     fn new(view: HuffmanView<'v>) -> Self {
         let len = view.exp_stream().len();
@@ -324,12 +274,12 @@ impl<'v> FusedHuffman<'v> {
     /// after.
     fn decode_range(&mut self, range: Range<usize>, out: &mut [u8]) {
         let threads = rayon::current_num_threads();
-        let unclaimed = std::sync::Mutex::new(Unclaimed {
-            first: range.start,
-            end: range.end,
+        let unclaimed = std::sync::Mutex::new(Unclaimed::new(
+            range.clone(),
             out,
-            chunk_bytes: 2 * self.view.chunk_len(),
-        });
+            2 * self.view.chunk_len(),
+            CHUNKS_PER_STEP,
+        ));
         let taken = std::sync::Mutex::new(Vec::new());
         let this = &*self;
         let front = rayon::in_place_scope(|s| {
@@ -362,12 +312,8 @@ impl<'v> FusedHuffman<'v> {
         threads: usize,
     ) {
         while let Some((g, out)) = lock(unclaimed).take_back(threads) {
-            let mut steps = Unclaimed {
-                first: g.start,
-                end: g.end,
-                out,
-                chunk_bytes: 2 * self.view.chunk_len(),
-            };
+            let mut steps =
+                Unclaimed::new(g.clone(), out, 2 * self.view.chunk_len(), CHUNKS_PER_STEP);
             let o = self.decode_steps(|| steps.take_front(), g.end);
             lock(taken).push((g.start, o));
         }
@@ -384,7 +330,7 @@ impl<'v> FusedHuffman<'v> {
     /// the step after it. Chunks too large for that are decoded in place.
     fn decode_steps<'o>(
         &self,
-        mut next: impl FnMut() -> Option<(usize, usize, &'o mut [u8])>,
+        mut next: impl FnMut() -> Option<(Range<usize>, &'o mut [u8])>,
         end: usize,
     ) -> RangeOutcome {
         let n = self.view.element_count() as usize;
@@ -397,7 +343,7 @@ impl<'v> FusedHuffman<'v> {
         };
         let staging_len = 2 * CHUNKS_PER_STEP * chunk_len;
         let mut staging_buf = STAGING.take();
-        let most = 2 * (end - at.0) * chunk_len;
+        let most = 2 * (end - at.0.start) * chunk_len;
         let staging = if staging_len <= MAX_STAGING_BYTES {
             room(&mut staging_buf, 2 * staging_len.min(most))
         } else {
@@ -410,7 +356,8 @@ impl<'v> FusedHuffman<'v> {
         let mut pending: Option<&mut [u8]> = None;
         let values = |c: usize, step: usize| c * chunk_len..((c + step) * chunk_len).min(n);
         loop {
-            let (c, step, dst) = at;
+            let (chunks, dst) = at;
+            let (c, step) = (chunks.start, chunks.len());
             o.sign_mantissa.update(&sm[values(c, step)]);
             o.exp_stream.update(&stream[bounds[c]..bounds[c + step]]);
             // The next step's input, prefetched a few lines per round
