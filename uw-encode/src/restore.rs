@@ -881,6 +881,16 @@ mod tests {
         }
     }
 
+    /// Flips a bit of tensor `a`'s section 10 bytes before its end.
+    fn damage_the_end_of_a(file: &mut [u8]) {
+        let at = UwFile::from_bytes(file)
+            .expect("valid")
+            .tensor("a")
+            .map(|t| (t.data_offset() + t.stored_len() - 10) as usize)
+            .expect("tensor a");
+        file[at] ^= 0x10;
+    }
+
     #[test]
     fn a_damaged_tensor_decoded_in_pieces_is_reported() {
         let source_bytes = image();
@@ -891,12 +901,7 @@ mod tests {
                 ..Default::default()
             };
             let (mut file, _) = convert_to_vec(&source, &opts).expect("converts");
-            let t = UwFile::from_bytes(&file)
-                .expect("valid")
-                .tensor("a")
-                .map(|t| (t.data_offset() + t.stored_len() - 10) as usize)
-                .expect("tensor a");
-            file[t] ^= 0x10;
+            damage_the_end_of_a(&mut file);
             match restore(&file, 100_000) {
                 Err(RestoreError::Format(Error::ChecksumMismatch {
                     what: Checksummed::Data(0),
@@ -926,12 +931,7 @@ mod tests {
         assert!(decode_a(&file).expect("decodes") == a.bytes);
         // A damaged stream byte near the end (in a group from the back):
         // still the data CRC.
-        let at = UwFile::from_bytes(&file)
-            .expect("valid")
-            .tensor("a")
-            .map(|t| (t.data_offset() + t.stored_len() - 10) as usize)
-            .expect("tensor a");
-        file[at] ^= 0x10;
+        damage_the_end_of_a(&mut file);
         match decode_a(&file) {
             Err(Error::ChecksumMismatch {
                 what: Checksummed::Data(0),
