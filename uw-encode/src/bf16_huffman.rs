@@ -37,7 +37,7 @@ use zerocopy::IntoBytes;
 use crc32fast::Hasher;
 use std::sync::Mutex;
 
-use crate::work_split::{Unclaimed, lock};
+use crate::work_split::{Claims, Unclaimed, lock};
 
 use crate::bf16_split::{ExponentCounts, exponent_of, palette, sign_mantissa_serial};
 use crate::bitwriter::RegisterBits;
@@ -954,14 +954,14 @@ impl SectionJob<'_> {
     /// part written in place, and that other part if there is one.
     fn front(
         &self,
-        unclaimed: &Mutex<Unclaimed<'_>>,
+        unclaimed: &Claims<'_>,
         area: &mut [u8],
         buffers: &BufferPool,
     ) -> (Part, Option<Part>) {
         let mut here = Part::new(0, None, self.want_crc);
         let mut spilled: Option<Part> = None;
         let mut block_bits = Vec::with_capacity(self.blocks_per_chunk);
-        while let Some((chunks, sm)) = lock(unclaimed).take_front() {
+        while let Some((chunks, sm)) = unclaimed.take_front() {
             let c = chunks.start;
             if let Some(part) = &mut spilled {
                 self.chunk_to_part(c, sm, part, &mut block_bits);
@@ -997,14 +997,14 @@ impl SectionJob<'_> {
     /// [`Unclaimed::take_back`]).
     fn help(
         &self,
-        unclaimed: &Mutex<Unclaimed<'_>>,
+        unclaimed: &Claims<'_>,
         taken: &Mutex<Vec<Part>>,
         threads: usize,
         buffers: &BufferPool,
     ) {
         let mut block_bits = Vec::with_capacity(self.blocks_per_chunk);
         loop {
-            let Some((chunks, sm)) = lock(unclaimed).take_back(threads) else {
+            let Some((chunks, sm)) = unclaimed.take_back(threads) else {
                 return;
             };
             let (first, count) = (chunks.start, chunks.len());
@@ -1118,7 +1118,7 @@ pub fn write_planned(
         want_crc,
     };
     let (head, area) = out.split_at_mut(stream_at);
-    let unclaimed = Mutex::new(Unclaimed::new(
+    let unclaimed = Claims::new(Unclaimed::new(
         0..chunk_count,
         &mut head[sm_at..][..n],
         chunk,

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::stream_copy::{SlicedCopy, copy_nontemporal, join_bf16, prefetch_line};
-use crate::work_split::{Unclaimed, lock};
+use crate::work_split::{Claims, Unclaimed, lock};
 use crc32fast::Hasher;
 use rayon::prelude::*;
 use uw_format::{
@@ -274,7 +274,7 @@ impl<'v> FusedHuffman<'v> {
     /// after.
     fn decode_range(&mut self, range: Range<usize>, out: &mut [u8]) {
         let threads = rayon::current_num_threads();
-        let unclaimed = std::sync::Mutex::new(Unclaimed::new(
+        let unclaimed = Claims::new(Unclaimed::new(
             range.clone(),
             out,
             2 * self.view.chunk_len(),
@@ -293,7 +293,7 @@ impl<'v> FusedHuffman<'v> {
                 // As if a helper took its groups before this thread began.
                 this.help(&unclaimed, &taken, 2);
             }
-            this.decode_steps(|| lock(&unclaimed).take_front(), range.end)
+            this.decode_steps(|| unclaimed.take_front(), range.end)
         });
         let mut taken = taken.into_inner().unwrap_or_else(|e| e.into_inner());
         taken.sort_unstable_by_key(|&(start, _)| start);
@@ -307,11 +307,11 @@ impl<'v> FusedHuffman<'v> {
     /// from the back, each decoded step by step, until too few are left.
     fn help(
         &self,
-        unclaimed: &std::sync::Mutex<Unclaimed<'_>>,
+        unclaimed: &Claims<'_>,
         taken: &std::sync::Mutex<Vec<(usize, RangeOutcome)>>,
         threads: usize,
     ) {
-        while let Some((g, out)) = lock(unclaimed).take_back(threads) {
+        while let Some((g, out)) = unclaimed.take_back(threads) {
             let mut steps =
                 Unclaimed::new(g.clone(), out, 2 * self.view.chunk_len(), CHUNKS_PER_STEP);
             let o = self.decode_steps(|| steps.take_front(), g.end);

@@ -89,6 +89,30 @@ impl<'a> Unclaimed<'a> {
     }
 }
 
+/// [`Unclaimed`] units shared by threads. Each take holds the lock for the
+/// take alone: a guard taken in a `while let` scrutinee would live through
+/// the loop's body, so that a thread would hold it while it works on what
+/// it took.
+#[derive(Debug)]
+pub struct Claims<'a>(Mutex<Unclaimed<'a>>);
+
+impl<'a> Claims<'a> {
+    /// Shares `unclaimed`.
+    pub fn new(unclaimed: Unclaimed<'a>) -> Self {
+        Self(Mutex::new(unclaimed))
+    }
+
+    /// See [`Unclaimed::take_front`].
+    pub fn take_front(&self) -> Option<(Range<usize>, &'a mut [u8])> {
+        lock(&self.0).take_front()
+    }
+
+    /// See [`Unclaimed::take_back`].
+    pub fn take_back(&self, threads: usize) -> Option<(Range<usize>, &'a mut [u8])> {
+        lock(&self.0).take_back(threads)
+    }
+}
+
 /// Locks `m`. A panic elsewhere while it was held ends the whole job
 /// anyway (scopes pass it on), so a poisoned lock is simply used.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,6 +167,16 @@ mod tests {
             }
             prop_assert_eq!(at, 10 + units);
             prop_assert_eq!(joined, expected);
+        }
+    }
+
+    #[test]
+    fn claims_are_not_locked_between_takes() {
+        let mut bytes = vec![0u8; 10];
+        let claims = Claims::new(Unclaimed::new(0..10, &mut bytes, 1, 1));
+        while let Some((r, _)) = claims.take_front() {
+            // Free for another thread's take while this one works on r.
+            assert!(claims.0.try_lock().is_ok(), "locked while on {r:?}");
         }
     }
 
