@@ -35,9 +35,9 @@ use uw_format::layout::{HuffmanHeader, HuffmanParts, limits, selector_bits_for};
 use zerocopy::IntoBytes;
 
 use crc32fast::Hasher;
-use std::sync::Mutex;
+use std::ops::Range;
 
-use crate::work_split::{Claims, Unclaimed, lock};
+use crate::work_split::{Claims, Unclaimed, share};
 
 use crate::bf16_split::{ExponentCounts, exponent_of, palette, sign_mantissa_serial};
 use crate::bitwriter::RegisterBits;
@@ -785,8 +785,6 @@ fn costs_exact(words: &[u8], luts: &[CodeLut]) -> [u64; 4] {
 /// written in place, see [`SectionJob::front`]), the byte length of each
 /// chunk's codes, the table of each block, and the CRCs of their bytes.
 struct Part {
-    /// The first of its chunks.
-    first_chunk: usize,
     /// Its exponent stream, when it has one of its own; `None` for the
     /// part written in place at the start of the section's stream.
     stream: Option<Vec<u8>>,
@@ -809,9 +807,8 @@ impl Part {
         self.stream_len += bytes.len();
     }
 
-    fn new(first_chunk: usize, stream: Option<Vec<u8>>, want_crc: bool) -> Self {
+    fn new(stream: Option<Vec<u8>>, want_crc: bool) -> Self {
         Self {
-            first_chunk,
             stream,
             stream_len: 0,
             chunk_bytes: Vec::new(),
@@ -958,7 +955,7 @@ impl SectionJob<'_> {
         area: &mut [u8],
         buffers: &BufferPool,
     ) -> (Part, Option<Part>) {
-        let mut here = Part::new(0, None, self.want_crc);
+        let mut here = Part::new(None, self.want_crc);
         let mut spilled: Option<Part> = None;
         let mut block_bits = Vec::with_capacity(self.blocks_per_chunk);
         while let Some((chunks, sm)) = unclaimed.take_front() {
@@ -983,7 +980,7 @@ impl SectionJob<'_> {
                 stream.resize(len + 8, 0);
                 self.code_chunk(c, tables, len, &mut stream);
                 stream.truncate(len);
-                let mut part = Part::new(c, None, self.want_crc);
+                let mut part = Part::new(None, self.want_crc);
                 part.record_stream(&stream);
                 part.stream = Some(stream);
                 spilled = Some(part);
@@ -992,29 +989,17 @@ impl SectionJob<'_> {
         (here, spilled)
     }
 
-    /// A helping thread's share: groups of chunks from the back, each into
-    /// a part of its own, until too few are left (see
-    /// [`Unclaimed::take_back`]).
-    fn help(
-        &self,
-        unclaimed: &Claims<'_>,
-        taken: &Mutex<Vec<Part>>,
-        threads: usize,
-        buffers: &BufferPool,
-    ) {
+    /// A group of chunks taken from the back by an idle thread (see
+    /// `work_split::share`), with their plane bytes: written into a part
+    /// with a stream of its own.
+    fn group(&self, chunks: Range<usize>, sm: &mut [u8], buffers: &BufferPool) -> Part {
+        let estimate = self.plan.stream_bytes_estimate * chunks.len() / self.chunk_count;
+        let mut part = Part::new(Some(buffers.take(reserve(estimate))), self.want_crc);
         let mut block_bits = Vec::with_capacity(self.blocks_per_chunk);
-        loop {
-            let Some((chunks, sm)) = unclaimed.take_back(threads) else {
-                return;
-            };
-            let (first, count) = (chunks.start, chunks.len());
-            let estimate = self.plan.stream_bytes_estimate * count / self.chunk_count;
-            let mut part = Part::new(first, Some(buffers.take(reserve(estimate))), self.want_crc);
-            for (k, sm) in sm.chunks_mut(self.chunk).enumerate() {
-                self.chunk_to_part(first + k, sm, &mut part, &mut block_bits);
-            }
-            lock(taken).push(part);
+        for (c, sm) in chunks.zip(sm.chunks_mut(self.chunk)) {
+            self.chunk_to_part(c, sm, &mut part, &mut block_bits);
         }
+        part
     }
 }
 
@@ -1102,7 +1087,6 @@ pub fn write_planned(
     let mut out = buffers.take_len(stream_at + reserve(plan.stream_bytes_estimate));
     out[..sm_at].fill(0);
     out[sm_at + n..stream_at].fill(0);
-    let threads = rayon::current_num_threads();
     let job = SectionJob {
         words,
         plan,
@@ -1124,32 +1108,22 @@ pub fn write_planned(
         chunk,
         1,
     ));
-    let taken = Mutex::new(Vec::new());
     // Other threads take chunks only when they are idle: a part of its own
     // costs a buffer and a copy of its stream into the section, which cut
-    // encoding on two threads to about 1.7x one thread's speed when every
-    // tensor was split four ways per thread. A helper per other thread is
-    // offered to the pool; one that no idle thread took is run by this
-    // thread once its share is done, and then finds nothing left.
-    let (here, spilled) = rayon::in_place_scope(|s| {
-        if threads > 1 && chunk_count > 1 {
-            for _ in 1..threads {
-                s.spawn(|_| job.help(&unclaimed, &taken, threads, buffers));
-            }
-        }
-        #[cfg(test)]
-        if tests::HELP_FIRST.get() {
-            // As if a helper took its groups before this thread began.
-            job.help(&unclaimed, &taken, 2, buffers);
-        }
-        job.front(&unclaimed, area, buffers)
-    });
-    let mut others: Vec<Part> = spilled.into_iter().chain(lock(&taken).drain(..)).collect();
-    others.sort_unstable_by_key(|p| p.first_chunk);
+    // encoding on two threads to 1.62-1.76x one thread's speed when every
+    // tensor was split four ways per thread.
+    let ((here, spilled), taken) = share(
+        &unclaimed,
+        || job.front(&unclaimed, area, buffers),
+        |chunks, sm| job.group(chunks, sm, buffers),
+    );
     out.truncate(stream_at + here.stream_len);
+    // In chunk order: the part in place, the one it spilled into, the
+    // groups taken from the back.
+    let others = spilled.into_iter().chain(taken);
     let written: Vec<Part> = std::iter::once(here).chain(others).collect();
 
-    // Folds the runs' CRCs of one kind into `all`, in order.
+    // Folds the parts' CRCs of one kind into `all`, in order.
     let fold = |mut all: Hasher, part: fn(&PartCrcs) -> &Hasher| {
         for c in written.iter().filter_map(|w| w.crcs.as_ref()) {
             all.combine(part(c));
@@ -1207,14 +1181,14 @@ pub fn write_planned(
             selectors[bit / 8] |= a << (bit % 8);
         }
     }
-    // The section's CRC from its parts: header, the plane (from the runs),
-    // the index and selectors with their padding, the stream (from the runs).
+    // The section's CRC from its parts: header, the plane (from the parts),
+    // the index and selectors with their padding, the stream (from the
+    // parts).
     let section_crc = want_crc.then(|| {
-        let sm_start = prefix.sign_mantissa as usize;
         let mut all = Hasher::new();
-        all.update(&out[..sm_start]);
+        all.update(&out[..sm_at]);
         let mut all = fold(all, |c| &c.sign_mantissa);
-        all.update(&out[sm_start + n..prefix.exp_stream as usize]);
+        all.update(&out[sm_at + n..stream_at]);
         fold(all, |c| &c.stream).finalize()
     });
     let parts: Vec<Vec<u8>> = written.into_iter().filter_map(|w| w.stream).collect();
@@ -1245,14 +1219,8 @@ fn block_bits_exact(words: &[u8], lut: &CodeLut) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
 
-    thread_local! {
-        /// Makes [`write_planned`] run a helper's share on its own thread
-        /// before the front's, so that the parts from the back are taken
-        /// whatever the timing.
-        pub(super) static HELP_FIRST: Cell<bool> = const { Cell::new(false) };
-    }
+    use crate::work_split::tests::HELP_FIRST;
 
     /// `n` BF16 values of a Gaussian-like spread, with some outliers.
     fn weights(n: usize) -> Vec<u8> {

@@ -160,12 +160,11 @@ fn main() -> ExitCode {
         _ => None,
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Decoding outruns writing (the kernel's copy into the page cache), so by
-    // default `decode` leaves the writing thread a core of its own: on two
-    // cores, one worker and the writer took 32.1 ms (best; median 36.0)
+    // By default `decode` leaves the writing thread a core of its own: on
+    // two cores, one worker and the writer took 32.1 ms (best; median 36.0)
     // where two workers, one of them writing, took 35.2 (39.8), 30
-    // alternating runs to tmpfs. Encoding is the slower side of `convert`,
-    // which takes every core.
+    // alternating runs to tmpfs. `convert` takes every core: there two
+    // workers beat one (0.88-0.95 against 0.80-0.83 GB/s to tmpfs).
     let default_workers = match &cli.command {
         Command::Decode { .. } => cores.saturating_sub(1).max(1),
         _ => cores,
@@ -226,8 +225,10 @@ fn progress_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
 /// `uw decode` keeps inputs of at most [`PageReleaser::KEEP_MAPPED`] bytes
 /// mapped whole ([`PageReleaser::keeping_small`]): all of such a file
 /// mapped stays well inside the memory a run may use, and giving pages back
-/// (`madvise` unmaps page by page) cost its writing thread, the one that
-/// sets the pace there, about a tenth of its time. `uw convert`, whose
+/// (`madvise` unmaps page by page) cost its writing thread about a tenth of
+/// its time in perf. (Giving them back again later measured no difference
+/// either way, five comparisons of 30-60 alternating runs,
+/// docs/benchmarks.md.) `uw convert`, whose
 /// writing thread waits on the encoder, gives them back always: there it
 /// costs nothing, and pages still mapped at the end cost the exit
 /// (measured 0.4-1.4 ms per run on MiniLM-L6, bests of 20-30 alternating

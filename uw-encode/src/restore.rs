@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::stream_copy::{SlicedCopy, copy_nontemporal, join_bf16, prefetch_line};
-use crate::work_split::{Claims, Unclaimed, lock};
+use crate::work_split::{Claims, Unclaimed, share};
 use crc32fast::Hasher;
 use rayon::prelude::*;
 use uw_format::{
@@ -273,54 +273,31 @@ impl<'v> FusedHuffman<'v> {
     /// them (so the decoder finds them in cache), and its output right
     /// after.
     fn decode_range(&mut self, range: Range<usize>, out: &mut [u8]) {
-        let threads = rayon::current_num_threads();
+        let chunk_bytes = 2 * self.view.chunk_len();
         let unclaimed = Claims::new(Unclaimed::new(
             range.clone(),
             out,
-            2 * self.view.chunk_len(),
+            chunk_bytes,
             CHUNKS_PER_STEP,
         ));
-        let taken = std::sync::Mutex::new(Vec::new());
         let this = &*self;
-        let front = rayon::in_place_scope(|s| {
-            if threads > 1 && range.len() > CHUNKS_PER_STEP {
-                for _ in 1..threads {
-                    s.spawn(|_| this.help(&unclaimed, &taken, threads));
-                }
-            }
-            #[cfg(test)]
-            if tests::HELP_FIRST.get() {
-                // As if a helper took its groups before this thread began.
-                this.help(&unclaimed, &taken, 2);
-            }
-            this.decode_steps(|| unclaimed.take_front(), range.end)
-        });
-        let mut taken = taken.into_inner().unwrap_or_else(|e| e.into_inner());
-        taken.sort_unstable_by_key(|&(start, _)| start);
+        let (front, groups) = share(
+            &unclaimed,
+            || this.decode_steps(|| unclaimed.take_front(), range.end),
+            |g, out| {
+                let end = g.end;
+                let mut steps = Unclaimed::new(g, out, chunk_bytes, CHUNKS_PER_STEP);
+                this.decode_steps(|| steps.take_front(), end)
+            },
+        );
         self.so_far.append(front);
-        for (_, o) in taken {
+        for o in groups {
             self.so_far.append(o);
         }
     }
 
-    /// A helping thread's share of [`FusedHuffman::decode_range`]: groups
-    /// from the back, each decoded step by step, until too few are left.
-    fn help(
-        &self,
-        unclaimed: &Claims<'_>,
-        taken: &std::sync::Mutex<Vec<(usize, RangeOutcome)>>,
-        threads: usize,
-    ) {
-        while let Some((g, out)) = unclaimed.take_back(threads) {
-            let mut steps =
-                Unclaimed::new(g.clone(), out, 2 * self.view.chunk_len(), CHUNKS_PER_STEP);
-            let o = self.decode_steps(|| steps.take_front(), g.end);
-            lock(taken).push((g.start, o));
-        }
-    }
-
-    /// Decodes the steps `next` yields (first chunk, chunk count, their
-    /// decoded bytes; consecutive, up to chunk `end` at most), hashing each
+    /// Decodes the steps `next` yields (their chunks and decoded bytes;
+    /// consecutive, up to chunk `end` at most), hashing each
     /// step's part of the sign+mantissa plane and of the exponent stream
     /// just before decoding it, and its output while it is in cache.
     ///
@@ -804,14 +781,7 @@ fn write_parts<W: Write>(
 mod tests {
     use super::*;
     use crate::convert::{ConvertOptions, Target, convert_to_vec, parse_safetensors};
-    use std::cell::Cell;
-
-    thread_local! {
-        /// Makes [`FusedHuffman::decode_range`] run a helper's share on its
-        /// own thread before the front's, so that groups from the back are
-        /// taken whatever the timing.
-        pub(super) static HELP_FIRST: Cell<bool> = const { Cell::new(false) };
-    }
+    use crate::work_split::tests::HELP_FIRST;
 
     /// A safetensors image with BF16 tensors of several sizes and one F32.
     fn image() -> Vec<u8> {

@@ -111,6 +111,54 @@ impl<'a> Claims<'a> {
     pub fn take_back(&self, threads: usize) -> Option<(Range<usize>, &'a mut [u8])> {
         lock(&self.0).take_back(threads)
     }
+
+    /// Whether a group could be taken from the back now (two steps or more
+    /// are left).
+    fn can_share(&self) -> bool {
+        let u = lock(&self.0);
+        u.units.len() > u.step
+    }
+}
+
+/// Runs `front` on this thread, which takes its units from `claims`' front,
+/// and offers a helper per other thread of the current pool: a helper that
+/// an idle thread runs takes groups from the back and runs `group` on each.
+/// A helper no thread took before `front` returned is run here and finds
+/// nothing left. Yields what `front` returned and the groups' results, in
+/// unit order.
+pub fn share<'a, F, G>(
+    claims: &Claims<'a>,
+    front: impl FnOnce() -> F,
+    group: impl Fn(Range<usize>, &'a mut [u8]) -> G + Sync,
+) -> (F, Vec<G>)
+where
+    G: Send,
+{
+    let threads = rayon::current_num_threads();
+    let done = Mutex::new(Vec::new());
+    let help = |threads: usize| {
+        while let Some((units, bytes)) = claims.take_back(threads) {
+            let start = units.start;
+            let result = group(units, bytes);
+            lock(&done).push((start, result));
+        }
+    };
+    let front = rayon::in_place_scope(|s| {
+        if threads > 1 && claims.can_share() {
+            for _ in 1..threads {
+                s.spawn(|_| help(threads));
+            }
+        }
+        #[cfg(test)]
+        if tests::HELP_FIRST.get() {
+            // As if a helper took its groups before this thread began.
+            help(2);
+        }
+        front()
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_unstable_by_key(|&(start, _)| start);
+    (front, done.into_iter().map(|(_, result)| result).collect())
 }
 
 /// Locks `m`. A panic elsewhere while it was held ends the whole job
@@ -120,9 +168,17 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Makes [`share`] run a helper's share on its own thread before
+        /// `front`, so that groups from the back are taken whatever the
+        /// timing.
+        pub(crate) static HELP_FIRST: Cell<bool> = const { Cell::new(false) };
+    }
 
     proptest! {
         /// However front and back takes interleave, the takes tile the
@@ -178,6 +234,35 @@ mod tests {
             // Free for another thread's take while this one works on r.
             assert!(claims.0.try_lock().is_ok(), "locked while on {r:?}");
         }
+    }
+
+    #[test]
+    fn shared_groups_come_back_in_unit_order() {
+        let mut bytes: Vec<u8> = (0..100).collect();
+        let claims = Claims::new(Unclaimed::new(0..100, &mut bytes, 1, 3));
+        HELP_FIRST.set(true);
+        let (front, groups) = share(
+            &claims,
+            || {
+                std::iter::from_fn(|| claims.take_front())
+                    .map(|(r, _)| r)
+                    .collect::<Vec<_>>()
+            },
+            |units, bytes| (units, bytes.to_vec()),
+        );
+        HELP_FIRST.set(false);
+        assert_eq!(front.first().map(|r| r.start), Some(0));
+        assert!(!groups.is_empty());
+        let mut at = front.last().map_or(0, |r| r.end);
+        for (units, bytes) in groups {
+            assert_eq!(units.start, at);
+            assert_eq!(
+                bytes,
+                (units.start as u8..units.end as u8).collect::<Vec<_>>()
+            );
+            at = units.end;
+        }
+        assert_eq!(at, 100);
     }
 
     #[test]
