@@ -4,6 +4,7 @@ use std::io::Write;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::prefault::SharedMapIn;
 use crate::stream_copy::{SlicedCopy, copy_nontemporal, join_bf16, prefetch_line};
 use crate::work_split::{Claims, Unclaimed, share};
 use crc32fast::Hasher;
@@ -522,6 +523,20 @@ struct Decoding<'f, 't> {
 }
 
 impl<'f> Decoding<'f, '_> {
+    /// Bytes the first fill of `unit` decodes: a batch whole, a tensor in
+    /// pieces its first piece.
+    fn unit_first_fill(&self, unit: &Unit) -> usize {
+        match unit {
+            Unit::Batch(r) => self.tensors[r.clone()]
+                .iter()
+                .map(|t| t.decoded_len() as usize)
+                .sum(),
+            Unit::Pieces(k) => self
+                .piece_bytes
+                .min(self.tensors[*k].decoded_len() as usize),
+        }
+    }
+
     /// Decodes the next bytes into `buf`; returns `(tensor, bytes)` for each
     /// part of them, or `None` at the end.
     fn fill(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<(usize, usize)>>, RestoreError> {
@@ -698,13 +713,13 @@ pub fn write_safetensors<W: Write>(
         next_unit: 0,
         streaming: None,
     };
-    let second_len = decoding.units.get(1).map_or(0, |u| match u {
-        Unit::Batch(r) => tensors[r.clone()]
-            .iter()
-            .map(|t| t.decoded_len() as usize)
-            .sum(),
-        Unit::Pieces(k) => decoding.piece_bytes.min(tensors[*k].decoded_len() as usize),
-    });
+    // The most bytes one fill decodes: both buffers grow to this (see below).
+    let max_fill = decoding
+        .units
+        .iter()
+        .map(|u| decoding.unit_first_fill(u))
+        .max()
+        .unwrap_or(0);
     let (mut ready, mut next) = (Vec::new(), Vec::new());
     let mut ready_parts: Option<Vec<(usize, usize)>> = None;
     loop {
@@ -713,40 +728,60 @@ pub fn write_safetensors<W: Write>(
         }
         let mut filled = Ok(None);
         let mut written = Ok(());
-        // The unit after the one the workers decode now: a writing thread
-        // outside the pool maps its input in meanwhile (see
-        // `crate::prefault`; a tensor decoded in pieces, its first batch).
+        // The unit after the one the workers decode now (a tensor decoded
+        // in pieces: its first batch), whose input is mapped in meanwhile
+        // (see `crate::prefault`).
         let after = if decoding.streaming.is_none() {
             decoding.units.get(decoding.next_unit + 1)
         } else {
             decoding.units.get(decoding.next_unit)
         }
         .cloned();
+        // Whether a fill may follow this round's: if not, the buffer being
+        // written now is not needed again.
+        let more_fills = after.is_some()
+            || decoding.streaming.is_some()
+            || matches!(
+                decoding.units.get(decoding.next_unit),
+                Some(Unit::Pieces(_))
+            );
+        // With a writing thread outside the pool, the input is mapped in by
+        // whichever of it and the worker finishes first. (Inside the pool,
+        // the writer is a worker: the decoding threads take the faults.)
+        let writer_apart = rayon::current_thread_index().is_none();
+        let range = match after.filter(|_| writer_apart) {
+            Some(Unit::Batch(r)) => r,
+            Some(Unit::Pieces(k)) => k..k + 1,
+            None => 0..0,
+        };
+        let budget = usize::try_from(batch_bytes).unwrap_or(usize::MAX);
+        let mapping = SharedMapIn::new(tensors[range].iter().map(|t| t.data()), budget);
         rayon::in_place_scope(|s| {
-            let (decoding, next, filled) = (&mut decoding, &mut next, &mut filled);
-            s.spawn(move |_| *filled = decoding.fill(next));
+            let (decoding, next, filled, mapping) =
+                (&mut decoding, &mut next, &mut filled, &mapping);
+            s.spawn(move |_| {
+                *filled = decoding.fill(next);
+                mapping.help();
+            });
             if let Some(parts) = &ready_parts {
                 written = write_parts(&mut out, parts, &ready, progress);
             }
-            if rayon::current_thread_index().is_none() {
-                if ready_parts.is_none() {
-                    // First round, nothing to write yet: this thread faults
-                    // in the buffer the second unit will be decoded into
-                    // (the buffers swap), instead of the worker while it
-                    // decodes. `uw decode --threads 1` to tmpfs, three
-                    // comparisons of 25-30 alternating runs: bests 0.6-1.1
-                    // ms and medians 1.3-3.2 ms faster (of 32-37).
-                    for page in room(&mut ready, second_len).chunks_mut(4096) {
+            if writer_apart {
+                if more_fills && ready.len() < max_fill {
+                    // `ready` is the buffer the next fill decodes into (the
+                    // buffers swap): this thread faults in its pages (in
+                    // the first round, and in the second after writing the
+                    // first fill's smaller buffer), so that the worker does
+                    // not while it decodes. Grown to the largest fill, it
+                    // never grows again. `uw decode --threads 1` to tmpfs:
+                    // 30 alternating runs twice, bests 0.9-1.3 ms and
+                    // medians 1.1-1.4 ms faster (of 30-35) than faulting in
+                    // the first round's alone.
+                    for page in room(&mut ready, max_fill).chunks_mut(4096) {
                         page[0] = std::hint::black_box(0);
                     }
                 }
-                let range = match after {
-                    Some(Unit::Batch(r)) => r,
-                    Some(Unit::Pieces(k)) => k..k + 1,
-                    None => 0..0,
-                };
-                let budget = usize::try_from(batch_bytes).unwrap_or(usize::MAX);
-                crate::prefault::map_in(tensors[range].iter().map(|t| t.data()), budget);
+                mapping.help();
             }
         });
         written?;
