@@ -680,11 +680,32 @@ fn decode_batch(tensors: &[Tensor<'_>], buf: &mut [u8]) -> Result<(), RestoreErr
         .map_err(RestoreError::Format)
 }
 
+/// What [`write_safetensors`] tells its caller as it goes. Any
+/// `Fn(u64) + Sync` closure is one: it hears [`Progress::written`].
+pub trait Progress: Sync {
+    /// `bytes` more decoded bytes have been written.
+    fn written(&self, bytes: u64);
+
+    /// Every section has been decoded: the input is not read again. Called
+    /// once (unless decoding fails first), on a decoding thread, while the
+    /// calling thread writes the last batch: a caller can give back the
+    /// input's pages there, off the path the writing takes (`uw decode`
+    /// does). (Called a round earlier, beside the decoding of the last
+    /// batch, it measured slower: that round then took longer.)
+    fn input_done(&self) {}
+}
+
+impl<F: Fn(u64) + Sync> Progress for F {
+    fn written(&self, bytes: u64) {
+        self(bytes)
+    }
+}
+
 /// Writes the safetensors file that `file` was made from: the 8-byte header
 /// length, the header, then every tensor decoded: consecutive tensors in
 /// batches of at most `batch_bytes` decoded in parallel, a larger tensor in
-/// pieces of at most 8 MiB (and at most a batch, or 64 KiB). Calls `progress(bytes)`
-/// after each part written.
+/// pieces of at most 8 MiB (and at most a batch, or 64 KiB). Tells
+/// `progress` of each part written, and when the input is done with.
 ///
 /// While one buffer is written on the calling thread, the next is decoded on
 /// the pool, so writing overlaps decoding. Two buffers are reused throughout:
@@ -698,7 +719,7 @@ pub fn write_safetensors<W: Write>(
     file: &UwFile<'_>,
     mut out: W,
     batch_bytes: u64,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<W, RestoreError> {
     let header = file.safetensors_header();
@@ -762,6 +783,9 @@ pub fn write_safetensors<W: Write>(
             s.spawn(move |_| {
                 *filled = decoding.fill(next);
                 mapping.help();
+                if matches!(filled, Ok(None)) {
+                    progress.input_done();
+                }
             });
             if let Some(parts) = &ready_parts {
                 written = write_parts(&mut out, parts, &ready, progress);
@@ -802,12 +826,12 @@ fn write_parts<W: Write>(
     out: &mut W,
     parts: &[(usize, usize)],
     buf: &[u8],
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn Progress,
 ) -> Result<(), RestoreError> {
     let total = parts.iter().map(|&(_, len)| len).sum();
     out.write_all(&buf[..total]).map_err(RestoreError::Io)?;
     for &(_, len) in parts {
-        progress(len as u64);
+        progress.written(len as u64);
     }
     Ok(())
 }
@@ -883,6 +907,40 @@ mod tests {
                 let back = restore(&file, batch).expect("decodes");
                 assert!(back == source_bytes, "{target:?}, batch {batch}");
             }
+        }
+    }
+
+    #[test]
+    fn progress_hears_every_byte_and_the_input_done_once() {
+        use std::sync::atomic::AtomicU64;
+        struct Counts {
+            written: AtomicU64,
+            input_done: AtomicU64,
+        }
+        impl Progress for Counts {
+            fn written(&self, bytes: u64) {
+                self.written.fetch_add(bytes, Ordering::SeqCst);
+            }
+            fn input_done(&self) {
+                self.input_done.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let source_bytes = image();
+        let source = parse_safetensors(&source_bytes).expect("valid image");
+        let (file, _) = convert_to_vec(&source, &ConvertOptions::default()).expect("converts");
+        let file = UwFile::from_bytes(&file).expect("valid file");
+        let decoded: u64 = file.tensors().map(|t| t.decoded_len()).sum();
+        for batch in [64 << 20, 100_000, 20_000] {
+            let counts = Counts {
+                written: AtomicU64::new(0),
+                input_done: AtomicU64::new(0),
+            };
+            let back =
+                write_safetensors(&file, Vec::new(), batch, &counts, &AtomicBool::new(false))
+                    .expect("decodes");
+            assert!(back == source_bytes);
+            assert_eq!(counts.written.into_inner(), decoded, "batch {batch}");
+            assert_eq!(counts.input_done.into_inner(), 1, "batch {batch}");
         }
     }
 
