@@ -607,7 +607,7 @@ impl uw_encode::restore::Progress for DecodeProgress<'_> {
     }
 
     /// Gives back every page of the sections, whatever the input's size,
-    /// on the decoding thread while the last batches are written: the
+    /// on the decoding thread while the last batch is written: the
     /// pages would otherwise be unmapped at exit, after the last write
     /// (about 1.8 ms for MiniLM-L6's 30 MB in strace).
     fn input_done(&self) {
