@@ -4,13 +4,15 @@
 //! of each page takes a page fault (the kernel maps it and, by fault-around,
 //! its neighbours). With fewer workers than cores, the thread that writes
 //! the output has time to spare while the workers encode or decode, and
-//! takes those faults for the next batch instead ([`map_in`]): measured
-//! 1-4% off `uw convert --threads 1` and 3-5% off `uw decode --threads 1`
-//! to tmpfs (bests and medians of 25 alternating runs, two comparisons
-//! each). `uw decode` shares them between its writing thread and its
-//! worker, whichever finishes its round first ([`SharedMapIn`]). (Faulting in the
-//! encoder's fresh section buffers the same way measured no gain: zeroing
-//! their pages took memory bandwidth from the encoder.)
+//! takes those faults instead ([`map_in`]): measured 1-4% off `uw convert
+//! --threads 1` and 3-5% off `uw decode --threads 1` to tmpfs (bests and
+//! medians of 25 alternating runs, two comparisons each). `uw convert`
+//! maps in the batch being encoded (ahead of the encoder) and the start of
+//! the next; `uw decode` the next unit, shared between its writing thread
+//! and its worker, whichever finishes its round first ([`SharedMapIn`]).
+//! (Faulting in the encoder's fresh section buffers the same way measured
+//! no gain, and again slower in the fifth session of 2026-11-23:
+//! docs/benchmarks.md.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -45,9 +47,9 @@ pub struct SharedMapIn<'a> {
 }
 
 impl<'a> SharedMapIn<'a> {
-    /// Bytes a thread maps in per block it takes: a few dozen faults
-    /// (each maps its neighbours too), small enough that the last block
-    /// taken hardly delays the thread that took it.
+    /// Bytes a thread maps in per block it takes: 32 pages, a few faults
+    /// (each maps up to 16 neighbours too), small enough that the last
+    /// block taken hardly delays the thread that took it.
     const BLOCK: usize = 128 << 10;
 
     /// The first `budget` bytes of `inputs`, taken in order, nothing mapped
