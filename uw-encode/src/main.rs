@@ -591,7 +591,8 @@ struct DecodeProgress<'a> {
     /// Per tensor: (decoded bytes up to its end, its section's end).
     ends: &'a [(u64, u64)],
     releaser: &'a PageReleaser<'a>,
-    /// Where the last section ends.
+    /// Where the last section ends, rounded down to a page: the directory
+    /// after it is not given back.
     data_end: usize,
 }
 
@@ -646,8 +647,9 @@ fn decode_file(input: &Path, mut out: AtomicFile, quiet: bool) -> Result<(u64, u
     let releaser = PageReleaser::keeping_small(&map);
     // Opening checked the structure all over the file; start from nothing
     // resident but the directory.
-    let data_end = ends.last().map_or(0, |e| e.1) as usize;
-    releaser.release(0, data_end / PageReleaser::PAGE * PageReleaser::PAGE);
+    let data_end =
+        ends.last().map_or(0, |e| e.1) as usize / PageReleaser::PAGE * PageReleaser::PAGE;
+    releaser.release(0, data_end);
     // (decoded bytes written, tensors finished)
     let written = std::sync::Mutex::new((0u64, 0usize));
     let total: u64 = file.tensors().map(|t| t.decoded_len()).sum();

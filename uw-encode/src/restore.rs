@@ -545,11 +545,10 @@ impl<'f> Decoding<'f, '_> {
                 return Ok(None);
             };
             self.next_unit += 1;
+            let first_fill = self.unit_first_fill(&unit);
             match unit {
                 Unit::Batch(r) => {
-                    let tensors = &self.tensors[r.clone()];
-                    let total = tensors.iter().map(|t| t.decoded_len()).sum::<u64>() as usize;
-                    decode_batch(tensors, room(buf, total))?;
+                    decode_batch(&self.tensors[r.clone()], room(buf, first_fill))?;
                     return Ok(Some(
                         r.map(|k| (k, self.tensors[k].decoded_len() as usize))
                             .collect(),
@@ -691,7 +690,7 @@ pub trait Progress: Sync {
     /// calling thread writes the last batch: a caller can give back the
     /// input's pages there, off the path the writing takes (`uw decode`
     /// does). (Called a round earlier, beside the decoding of the last
-    /// batch, it measured slower: that round then took longer.)
+    /// batch, it gained less: that round then took longer.)
     fn input_done(&self) {}
 }
 
